@@ -1,0 +1,1 @@
+"""The bundled offline demo: a generated news portal served on localhost."""

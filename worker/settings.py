@@ -1,0 +1,101 @@
+"""Runtime settings: environment variables with the ``INGEST_`` prefix, an optional settings file, validated.
+
+Every field is documented in the README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def _settings_file() -> Path | None:
+    raw = os.environ.get("INGEST_SETTINGS_FILE")
+    if raw:
+        return Path(raw)
+    default = CONFIG_DIR / "settings.yaml"
+    return default if default.exists() else None
+
+
+class Settings(BaseSettings):
+    """All tunables of the worker. Precedence: init kwargs > environment > settings file > defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", validate_default=True)
+
+    # --- connections ---------------------------------------------------------------------------------
+    # REDIS_URL (no prefix) is the conventional name; unset means "start an embedded Redis".
+    redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+    key_prefix: str = "ingest"
+
+    # --- feeds and scheduling ---------------------------------------------------------------------------
+    feeds: Path = CONFIG_DIR / "feeds.yaml"
+    default_interval: float = 300.0  # seconds between polls of a feed without its own interval
+    dispatch_every: float = 5.0  # seconds between beat's dispatch ticks
+    dispatch_batch: int = 1000  # feeds claimed per tick at most
+    backoff_base: float = 60.0
+    backoff_max: float = 6 * 3600.0
+    seen_ttl_days: float = 30.0  # how long a seen entry (guid / canonical URL) is remembered
+
+    # --- HTTP -------------------------------------------------------------------------------------------
+    user_agent: str = "news-ingest-worker/0.1 (+https://github.com/news-ingest/worker)"
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    total_timeout: float = 30.0  # wall-clock limit on one download, slow-drip servers included
+    max_feed_bytes: int = 5 * 1024 * 1024
+    max_page_bytes: int = 5 * 1024 * 1024
+    max_redirects: int = 5
+    allow_private_networks: bool = False
+
+    # --- cleaning and dedup -----------------------------------------------------------------------------
+    clean_hold_seconds: float = 20.0  # how long a page of a barely known site waits for its batch
+    clean_min_pages: int = 5  # pages a site must have shown before its articles skip the hold
+    near_dup_threshold: float = 0.85  # estimated Jaccard above which two texts are one story
+    title_window_hours: float = 48.0
+    duplicate_policy: Literal["drop", "mark"] = "mark"
+    duplicate_stream: str = "articles.duplicates"
+
+    # --- publishing -------------------------------------------------------------------------------------
+    default_stream: str = "articles"
+    stream_maxlen: int = 100_000
+    dead_letter_stream: str = "ingest.dead-letters"
+    routes: list[dict[str, Any]] = Field(default_factory=list)  # see README "Routing"
+
+    # --- worker -----------------------------------------------------------------------------------------
+    concurrency: int = 2
+    task_time_limit: float = 120.0
+    visibility_timeout: float = 600.0
+    metrics_port: int = 9808  # 0 disables the metrics endpoint
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return value or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _settings_file()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
