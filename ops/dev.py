@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Set up the virtual environment and run the project: `python3 ops/dev.py run|test|demo|lint`.
+
+Needs only Python 3.11+: creates .venv, installs the package with its dev extras (again whenever
+pyproject.toml changes), then runs the command inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("INGEST_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11+ is required (this is {sys.version.split()[0]})")
+    stamp = VENV / ".installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    pip = [str(PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.check_call([*pip, "--upgrade", "pip"])
+    subprocess.check_call([*pip, "-e", f"{ROOT}[dev]"])
+    stamp.write_text(want)
+
+
+def sh(*args: str) -> int:
+    return subprocess.call(list(args), cwd=ROOT)
+
+
+def main() -> int:
+    cmd, rest = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("test", [])
+    setup()
+    if cmd == "run":
+        return sh(str(BIN / "ingest"), "run", *rest)
+    if cmd == "demo":
+        return sh(str(BIN / "ingest"), "run", "--demo", *rest)
+    if cmd == "lint":
+        return sh(str(BIN / "ruff"), "check", "worker", "tests", "ops") or sh(str(BIN / "mypy"))
+    if cmd == "test":
+        return (
+            sh(str(BIN / "ruff"), "check", "worker", "tests", "ops")
+            or sh(str(BIN / "mypy"))
+            or sh(str(PY), "-m", "pytest", *rest)
+        )
+    if cmd == "setup":
+        return 0
+    sys.exit(f"unknown command {cmd!r}: use run, demo, test, lint or setup")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The Celery application: broker, queues, reliability options and the beat schedule.
+
+``celery -A worker.app worker`` and ``celery -A worker.app beat`` work as with any Celery project; ``ingest``
+wraps them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from worker import logs
+from worker.redisconn import redis_url
+from worker.settings import get_settings
+
+QUEUES = ("poll", "fetch", "publish")
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    url = redis_url(settings)
+    app = Celery("worker", broker=url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="fetch",
+        task_routes={
+            "worker.tasks.dispatch": {"queue": "poll"},
+            "worker.tasks.poll_feed": {"queue": "poll"},
+            "worker.tasks.fetch_article": {"queue": "fetch"},
+            "worker.tasks.publish_article": {"queue": "publish"},
+        },
+        # At-least-once delivery: a task is acknowledged only when done, and redelivered if its worker dies.
+        # Every step is idempotent (claims, the atomic publish script), so redelivery never duplicates.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(1.0, settings.task_time_limit - 15),
+        # Must exceed the longest hold (countdown) plus the time limit, or Redis redelivers live tasks.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "dispatch-due-feeds": {
+                "task": "worker.tasks.dispatch",
+                "schedule": settings.dispatch_every,
+                "options": {"expires": max(1.0, settings.dispatch_every * 2)},
+            }
+        },
+        # RedBeat keeps the schedule in Redis and holds a lock with expiry: of several beats only one
+        # dispatches, and another takes over within the lock timeout when it dies.
+        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_max_loop_interval=max(1.0, settings.dispatch_every),
+        redbeat_redis_url=url,
+        redbeat_key_prefix=f"{settings.key_prefix}:redbeat",
+        redbeat_lock_timeout=int(max(10, settings.dispatch_every * 6)),
+    )
+    return app
+
+
+app = make_app()
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    logs.configure()
+
+
+@signals.worker_process_init.connect
+def _child_logging(**_: Any) -> None:
+    logs.configure()

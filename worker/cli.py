@@ -1,0 +1,364 @@
+"""The ``ingest`` command line: run the worker and beat, poll once, extract one page, follow streams, manage
+feeds and dead letters, print stats, and evaluate cleaning quality."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from worker.settings import get_settings
+
+app = typer.Typer(help="News ingest worker: feeds -> pages -> clean articles -> Redis Streams.",
+                  no_args_is_help=True, add_completion=False)
+feeds_app = typer.Typer(help="Manage the feed list.", no_args_is_help=True)
+dead_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
+app.add_typer(feeds_app, name="feeds")
+app.add_typer(dead_app, name="dead-letters")
+
+FeedsOpt = Annotated[Path | None, typer.Option("--feeds", help="feeds YAML file (default: INGEST_FEEDS)")]
+
+
+def _use_feeds(path: Path | None) -> Path:
+    if path is not None:
+        os.environ["INGEST_FEEDS"] = str(path.resolve())
+        get_settings.cache_clear()
+    return get_settings().feeds
+
+
+def _redis() -> Any:
+    from worker import logs
+    from worker.redisconn import get_redis
+
+    logs.configure()
+    return get_redis()
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker.app", *args]
+
+
+# --- running ---------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues to consume")] = "poll,fetch,publish",
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="worker processes")] = None,
+    loglevel: str = "INFO",
+    beat: Annotated[bool, typer.Option(help="also run beat in this worker (one machine)")] = False,
+) -> None:
+    """Run a Celery worker (the same as `celery -A worker.app worker`)."""
+    from worker.redisconn import redis_url
+
+    redis_url()  # start the embedded Redis here, before Celery forks, if REDIS_URL is unset
+    n = concurrency or get_settings().concurrency
+    args = ["worker", "-Q", queues, "-c", str(n), "-l", loglevel, "-E"]
+    if beat:
+        args.append("-B")
+    raise typer.Exit(subprocess.call(_celery(*args)))
+
+
+@app.command()
+def beat(loglevel: str = "INFO") -> None:
+    """Run Celery beat with the Redis-locked scheduler (several may run; one dispatches)."""
+    raise typer.Exit(subprocess.call(_celery("beat", "-l", loglevel)))
+
+
+@app.command()
+def run(
+    once: Annotated[bool, typer.Option("--once", help="poll every feed once, process everything, exit")] = False,
+    feeds: FeedsOpt = None,
+    demo: Annotated[bool, typer.Option("--demo", help="serve the bundled sample site and ingest it")] = False,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
+    timeout: Annotated[float, typer.Option(help="--once: give up after this many seconds")] = 600.0,
+) -> None:
+    """Worker and beat together for one machine; with REDIS_URL unset an embedded Redis is started."""
+    from worker.redisconn import redis_url
+
+    redis_url()
+    if demo:
+        _run_demo(concurrency, timeout)
+        return
+    path = _use_feeds(feeds)
+    if once:
+        summary = run_once(path, concurrency=concurrency, timeout=timeout)
+        typer.echo(json.dumps(summary, indent=2))
+        raise typer.Exit(0 if summary["finished"] else 1)
+    worker(queues="poll,fetch,publish", concurrency=concurrency, loglevel="INFO", beat=True)
+
+
+def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600.0,
+             extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Poll every feed of ``path`` once through real workers and wait until every fanned-out task is done."""
+    from worker import runs
+    from worker.feeds import load_feeds
+    from worker.pipeline import Context
+    from worker.tasks import poll_feed
+
+    r = _redis()
+    feed_list = load_feeds(path)
+    ctx = Context(r)
+    pipe = r.pipeline(transaction=False)
+    for feed in feed_list:  # make the feeds known to workers without touching the live schedule
+        pipe.hset("{}:feeds:config".format(get_settings().key_prefix), feed.id, feed.model_dump_json())
+    pipe.execute()
+    run_id = uuid.uuid4().hex[:12]
+    runs.start(r, run_id)
+    runs.add_pending(r, run_id, len(feed_list))
+    env = os.environ | {"INGEST_METRICS_PORT": "0"} | (extra_env or {})
+    n = concurrency or ctx.settings.concurrency
+    proc = subprocess.Popen(
+        _celery("worker", "-Q", "poll,fetch,publish", "-c", str(n), "-l", "WARNING",
+                "-n", f"once-{run_id}@%h", "--without-gossip", "--without-mingle"), env=env)
+    started = time.monotonic()
+    try:
+        for feed in feed_list:
+            poll_feed.apply_async((feed.id, run_id), queue="poll")
+        while runs.pending(r, run_id) > 0 and time.monotonic() - started < timeout:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # warm shutdown: in-flight tasks finish or return to the queue
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    totals = runs.totals(r, run_id)
+    left = totals.pop("pending", 0)
+    totals.pop("started", None)
+    return {"run": run_id, "feeds": len(feed_list), "finished": left <= 0,
+            "seconds": round(time.monotonic() - started, 2), "counts": totals}
+
+
+def _run_demo(concurrency: int | None, timeout: float) -> None:
+    from worker.demo.serve import serve_demo
+    from worker.feeds import Feed, save_feeds
+
+    os.environ["INGEST_ALLOW_PRIVATE_NETWORKS"] = "true"  # the demo site is served on localhost
+    get_settings.cache_clear()
+    server, site = serve_demo()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "feeds.yaml"
+            save_feeds(path, [Feed(url=server.url(site.feed_path), name="demo", tags=("demo",))])
+            summary = run_once(path, concurrency=concurrency, timeout=timeout)
+        r = _redis()
+        stream = get_settings().default_stream
+        for _, fields in r.xrange(stream):
+            article = json.loads(fields[b"data"])
+            typer.echo(f"\n=== {article['title']}  [{article['id']}]  removed {article['cleaning']}")
+            typer.echo(article["text"])
+        typer.echo("\n" + json.dumps(summary, indent=2))
+    finally:
+        server.stop()
+
+
+# --- one page -----------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def extract(url_or_file: Annotated[str, typer.Argument(help="http(s) URL or local HTML file")]) -> None:
+    """One page through fetch + extract + clean; prints the JSON that would be published."""
+    from worker.fetch import FetchError, decode_html, fetch
+    from worker.pipeline import Context, process_html
+
+    ctx = Context(_redis())
+    if url_or_file.startswith(("http://", "https://")):
+        try:
+            resp = fetch(url_or_file, kind="page", settings=ctx.settings, client=ctx.http)
+        except FetchError as exc:
+            typer.echo(f"error: {exc.reason}: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        html, url = decode_html(resp), resp.url
+    else:
+        path = Path(url_or_file)
+        if not path.is_file():
+            typer.echo(f"error: no such file: {path}", err=True)
+            raise typer.Exit(2)
+        html, url = path.read_bytes().decode("utf-8", "replace"), "http://localhost/" + path.name
+    try:
+        article = process_html(ctx, html, url)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(article.message(), ensure_ascii=False, indent=2))
+
+
+# --- streams ------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def tail(
+    stream: str,
+    from_start: Annotated[bool, typer.Option("--from-start", help="begin at the oldest message")] = False,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="wait for new messages")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    group: Annotated[str | None, typer.Option("--group", help="read as this consumer group")] = None,
+    consumer: Annotated[str, typer.Option("--consumer", help="consumer name within --group")] = "tail",
+    claim_idle: Annotated[float, typer.Option(help="--group: reclaim messages idle this many seconds")] = 60.0,
+    count: Annotated[int | None, typer.Option(help="stop after this many messages")] = None,
+) -> None:
+    """Follow a stream for a human, or as a consumer group member (acknowledging, reclaiming stale messages)."""
+    from worker.consume import Consumer, read_plain
+
+    r = _redis()
+    shown = 0
+
+    def show(entry_id: str, article: dict[str, Any]) -> bool:
+        nonlocal shown
+        shown += 1
+        if as_json:
+            typer.echo(json.dumps(article, ensure_ascii=False))
+        else:
+            typer.echo(f"{entry_id}  {article.get('published') or '':25.25}  {article.get('site', ''):20.20}  "
+                       f"{article.get('title', '')}")
+        return count is None or shown < count
+
+    if group:
+        Consumer(r, stream, group, consumer, claim_idle=claim_idle).run(show, follow=follow)
+    else:
+        read_plain(r, stream, show, from_start=from_start, follow=follow)
+
+
+# --- feeds ----------------------------------------------------------------------------------------------------------
+
+
+@feeds_app.command("list")
+def feeds_list(feeds: FeedsOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    from worker.feeds import load_feeds
+
+    for feed in load_feeds(_use_feeds(feeds)):
+        if as_json:
+            typer.echo(feed.model_dump_json())
+        else:
+            typer.echo(f"{feed.url}\t{feed.name or ''}\t{feed.interval or ''}\t{','.join(feed.tags)}\t"
+                       f"{feed.route or ''}")
+
+
+@feeds_app.command("add")
+def feeds_add(
+    url: str,
+    feeds: FeedsOpt = None,
+    name: str | None = None,
+    interval: float | None = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag")] = None,
+    route: str | None = None,
+    language: str | None = None,
+) -> None:
+    """Add a feed (picked up by the dispatcher within one tick, no restart)."""
+    from worker.feeds import Feed, load_feeds, save_feeds
+
+    path = _use_feeds(feeds)
+    current = load_feeds(path) if path.exists() else []
+    feed = Feed(url=url, name=name, interval=interval, tags=tuple(tag or ()), route=route, language=language)
+    if any(f.id == feed.id for f in current):
+        typer.echo(f"already listed: {url}")
+        return
+    save_feeds(path, [*current, feed])
+    typer.echo(f"added: {url}")
+
+
+@feeds_app.command("remove")
+def feeds_remove(url: str, feeds: FeedsOpt = None) -> None:
+    from worker.feeds import Feed, load_feeds, save_feeds
+
+    path = _use_feeds(feeds)
+    current = load_feeds(path)
+    target = Feed(url=url).id
+    kept = [f for f in current if f.id != target]
+    if len(kept) == len(current):
+        typer.echo(f"not listed: {url}", err=True)
+        raise typer.Exit(1)
+    save_feeds(path, kept)
+    typer.echo(f"removed: {url}")
+
+
+# --- stats, dead letters, eval -----------------------------------------------------------------------------------
+
+
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Feeds due, queued tasks, published counts, duplicates and dead letters."""
+    from worker import runs
+    from worker.metrics import queue_depths
+    from worker.schedule import Schedule, config_key
+
+    r = _redis()
+    sched = Schedule(r)
+    data: dict[str, Any] = {
+        "feeds": int(r.hlen(config_key())),
+        "feeds_due": sched.count_due(),
+        "queues": {q: {"depth": d, "oldest_age_seconds": a} for q, (d, a) in queue_depths(r).items()},
+        "totals": runs.totals(r),
+    }
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"feeds: {data['feeds']}  due now: {data['feeds_due']}")
+    for q, v in data["queues"].items():
+        age = v["oldest_age_seconds"]
+        typer.echo(f"queue {q:8} depth {v['depth']:6}  oldest {age:.1f}s" if age is not None
+                   else f"queue {q:8} depth {v['depth']:6}")
+    for k, v in data["totals"].items():
+        typer.echo(f"{k:40} {v}")
+
+
+@dead_app.command("list")
+def dead_list(
+    count: int = 50, reason: str | None = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    from worker.deadletter import DeadLetters
+
+    for letter in DeadLetters(_redis()).list(count, reason):
+        if as_json:
+            typer.echo(json.dumps(letter.as_dict(), ensure_ascii=False))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.at))
+            typer.echo(f"{letter.entry_id}  {when}  {letter.stage:8} {letter.reason:20} {letter.url}")
+
+
+@dead_app.command("replay")
+def dead_replay(
+    entry_ids: Annotated[list[str] | None, typer.Argument(help="dead-letter ids (default: all listed)")] = None,
+    reason: str | None = None,
+    count: int = 1000,
+) -> None:
+    """Send dead letters back through the pipeline; replayed entries are removed from the stream."""
+    from worker.deadletter import DeadLetters
+    from worker.replay import replay
+
+    dead = DeadLetters(_redis())
+    letters = [dead.get(i) for i in entry_ids] if entry_ids else dead.list(count, reason)
+    n = 0
+    for letter in letters:
+        if letter is not None and replay(letter):
+            dead.delete(letter.entry_id)
+            n += 1
+    typer.echo(f"replayed {n}")
+
+
+@app.command("eval")
+def eval_cmd(path: Path) -> None:
+    """Cleaning quality on an evaluation set (../shared/eval/big9 or ../shared/eval/aeb)."""
+    from worker.evaluate import run_eval
+
+    typer.echo(run_eval(path, _redis()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

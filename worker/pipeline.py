@@ -1,0 +1,357 @@
+"""The pipeline's steps as plain functions (no Celery here): poll a feed, fetch and extract a page, clean,
+recognise the same story, publish. ``worker.tasks`` wraps them in thin Celery tasks; tests, ``ingest extract``
+and the evaluation call them directly.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, Literal
+
+import httpx
+import redis
+import structlog
+
+from worker import metrics, runs
+from worker.article import Article, Cleaning, FeedRef
+from worker.deadletter import DeadLetters
+from worker.dedup import BucketSet, StoryIndex
+from worker.extract import extract_page
+from worker.feeds import Feed
+from worker.fetch import FetchError, decode_html, fetch, make_client
+from worker.keys import digest, key
+from worker.parse import FeedError, parse_feed
+from worker.publish import Publisher, Route, streams_for
+from worker.schedule import Schedule, feed_summary
+from worker.settings import Settings, get_settings
+from worker.sitememory import SiteMemory
+from worker.urls import InvalidURL, article_id, canonicalize, site_of
+
+log = structlog.get_logger("worker.pipeline")
+
+MAX_OTHER_TITLES = 100
+
+
+class RetryLater(Exception):
+    """A transient failure (timeout, 5xx): the task should be retried; carries the server's wish if any."""
+
+    def __init__(self, reason: str, countdown: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.countdown = countdown
+
+
+@dataclass
+class Context:
+    """Everything a step needs, built once per worker process."""
+
+    r: redis.Redis
+    settings: Settings = field(default_factory=get_settings)
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        return make_client(self.settings)
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        return Schedule(self.r, self.settings)
+
+    @cached_property
+    def seen(self) -> BucketSet:
+        return BucketSet(self.r, "seen", self.settings.seen_ttl_days * 86400)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.r, self.settings)
+
+    @cached_property
+    def sites(self) -> SiteMemory:
+        return SiteMemory(self.r, self.settings)
+
+    @cached_property
+    def stories(self) -> StoryIndex:
+        return StoryIndex(self.r, self.settings)
+
+    @cached_property
+    def dead(self) -> DeadLetters:
+        return DeadLetters(self.r, self.settings)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- poll ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PollResult:
+    feed: Feed
+    outcome: Literal["new_entries", "no_new_entries", "not_modified", "error"]
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    seen_ids: list[str] = field(default_factory=list)
+    error: str | None = None
+    # what to record in the schedule once the tasks are safely enqueued
+    validators: dict[str, Any] = field(default_factory=dict)
+
+
+def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
+    """Fetch and parse one feed; return one task payload per entry not seen before. Nothing is marked seen
+    and the validators are not stored until ``commit_poll`` runs after the fan-out, so a crash in between
+    re-polls (publishing is idempotent) instead of losing entries."""
+    state = ctx.schedule.state(feed.id)
+    started = time.monotonic()
+    try:
+        resp = fetch(feed.url, kind="feed", settings=ctx.settings, etag=state.etag,
+                     last_modified=state.last_modified, client=ctx.http)
+    except FetchError as exc:
+        return _poll_failed(ctx, feed, exc.reason, str(exc), exc.retry_after, run_id)
+    finally:
+        metrics.FETCH_SECONDS.observe(time.monotonic() - started)
+    if resp.not_modified:
+        return PollResult(feed, "not_modified", validators={"status": 304, "retry_after": resp.retry_after})
+    try:
+        parsed = parse_feed(resp.body, url=resp.url, content_type=resp.content_type)
+    except FeedError as exc:
+        return _poll_failed(ctx, feed, exc.reason, str(exc), None, run_id)
+    for what, why in parsed.skipped:
+        log.warning("entry_skipped", feed=feed.label, entry=what[:200], reason=why)
+    if parsed.warning:
+        log.info("feed_recovered", feed=feed.label, warning=parsed.warning[:300])
+
+    entries = []
+    for entry in parsed.entries:
+        try:
+            canonical = canonicalize(entry.link)
+        except InvalidURL as exc:
+            log.warning("entry_skipped", feed=feed.label, entry=entry.link[:200], reason="invalid_url", error=str(exc))
+            continue
+        entries.append((entry, canonical, article_id(canonical)))
+    metrics.ENTRIES_SEEN.inc(len(entries))
+
+    # An entry is known if its canonical URL or its guid was seen, from this feed or any other.
+    ids = [aid for _, _, aid in entries]
+    guid_ids = [digest("guid:" + e.guid) if e.guid else aid for e, _, aid in entries]
+    known = ctx.seen.contains_many(ids + guid_ids) if entries else []
+    n = len(entries)
+    titles = [e.title for e, _, _ in entries if e.title]
+    batch = uuid.uuid4().hex
+    tasks: list[dict[str, Any]] = []
+    seen_ids: list[str] = []
+    fresh: set[str] = set()
+    for i, (entry, canonical, aid) in enumerate(entries):
+        seen_ids += [aid, guid_ids[i]]
+        if known[i] or known[n + i] or aid in fresh:
+            continue
+        fresh.add(aid)
+        tasks.append({
+            "article_id": aid,
+            "url": entry.link,
+            "canonical_url": canonical,
+            "title": entry.title,
+            "summary": entry.summary[:2000],
+            "published": entry.published,
+            "feed": feed_summary(feed),
+            "other_titles": [t for t in titles if t != entry.title][:MAX_OTHER_TITLES],
+            "batch": batch,
+            "batch_deadline": time.time() + ctx.settings.clean_hold_seconds,
+            "run": run_id,
+        })
+    if tasks:
+        pipe = ctx.r.pipeline(transaction=False)
+        pipe.incrby(key("batch", batch), len(tasks))
+        pipe.expire(key("batch", batch), int(ctx.settings.clean_hold_seconds) + 3600)
+        pipe.execute()
+    metrics.ENTRIES_NEW.inc(len(tasks))
+    return PollResult(
+        feed,
+        "new_entries" if tasks else "no_new_entries",
+        tasks=tasks,
+        seen_ids=seen_ids,
+        validators={"status": 200, "etag": resp.etag, "last_modified": resp.last_modified,
+                    "ttl_seconds": parsed.ttl_seconds, "retry_after": resp.retry_after},
+    )
+
+
+def commit_poll(ctx: Context, result: PollResult, run_id: str | None = None) -> None:
+    """After the fan-out: remember the entries as seen, store validators, schedule the next poll, count."""
+    if result.outcome != "error":
+        if result.seen_ids:
+            ctx.seen.add_many(result.seen_ids)
+        v = result.validators
+        ctx.schedule.record_success(
+            result.feed, etag=v.get("etag"), last_modified=v.get("last_modified"), status=v["status"],
+            ttl_seconds=v.get("ttl_seconds"), retry_after=v.get("retry_after"))
+    metrics.FEEDS_POLLED.labels(outcome=result.outcome).inc()
+    runs.count(ctx.r, f"polled:{result.outcome}", run_id=run_id)
+    log.info("feed_polled", feed=result.feed.label, outcome=result.outcome, new=len(result.tasks))
+
+
+def _poll_failed(ctx: Context, feed: Feed, reason: str, error: str, retry_after: float | None,
+                 run_id: str | None) -> PollResult:
+    delay = ctx.schedule.record_failure(feed, reason=reason, retry_after=retry_after)
+    log.error("feed_failed", feed=feed.label, url=feed.url, reason=reason, error=error, next_poll_in=round(delay))
+    dead_letter(ctx, stage="poll", reason=reason, url=feed.url, error=error,
+                payload={"feed_id": feed.id}, run_id=run_id)
+    return PollResult(feed, "error", error=reason)
+
+
+def dead_letter(ctx: Context, *, stage: str, reason: str, url: str, error: str, payload: dict[str, Any],
+                run_id: str | None) -> None:
+    ctx.dead.record(stage=stage, reason=reason, url=url, error=error, payload=payload)
+    metrics.DEAD_LETTERS.labels(reason=reason).inc()
+    runs.count(ctx.r, f"dead_letters:{reason}", run_id=run_id)
+
+
+# --- fetch and extract ----------------------------------------------------------------------------------------
+
+
+def batch_done(ctx: Context, task: dict[str, Any]) -> None:
+    if task.get("batch"):
+        ctx.r.decr(key("batch", task["batch"]))
+
+
+def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool = True) -> dict[str, Any] | None:
+    """Download and extract one page, and teach the site memory its lines. Returns the payload for the
+    publish step, or None when the page was dead-lettered or was already published. Raises RetryLater for
+    transient failures unless this is the final attempt."""
+    aid = task["article_id"]
+    if ctx.publisher.is_published(aid):
+        log.info("already_published")
+        return None
+    started = time.monotonic()
+    try:
+        resp = fetch(task["url"], kind="page", settings=ctx.settings, client=ctx.http)
+        metrics.PAGES_FETCHED.labels(status="ok").inc()
+    except FetchError as exc:
+        metrics.PAGES_FETCHED.labels(status=exc.reason).inc()
+        if exc.retryable and not final_attempt:
+            raise RetryLater(exc.reason, exc.retry_after) from exc
+        log.error("page_failed", reason=exc.reason, error=str(exc))
+        dead_letter(ctx, stage="fetch", reason=exc.reason, url=task["url"], error=str(exc), payload=task,
+                    run_id=task.get("run"))
+        return None
+    finally:
+        metrics.FETCH_SECONDS.observe(time.monotonic() - started)
+
+    started = time.monotonic()
+    extracted = extract_page(decode_html(resp), resp.url)
+    if extracted is None or not extracted.text.strip():
+        log.error("page_failed", reason="no_text", error="no main text found")
+        dead_letter(ctx, stage="extract", reason="no_text", url=resp.url, error="no main text found",
+                    payload=task, run_id=task.get("run"))
+        return None
+    site = site_of(resp.url)
+    title = extracted.title or task.get("title") or ""
+    ctx.sites.observe(site, aid, extracted.text, title, [*task.get("other_titles", ()), task.get("title") or ""])
+    metrics.EXTRACT_SECONDS.observe(time.monotonic() - started)
+    return task | {
+        "final_url": resp.url,
+        "site": site,
+        "fetched_at": now_iso(),
+        "extracted": {
+            "title": title,
+            "text": extracted.text,
+            "author": extracted.author,
+            "date": extracted.date,
+            "language": extracted.language,
+            "sitename": extracted.sitename,
+            "description": extracted.description,
+        },
+    }
+
+
+# --- clean, same story, publish --------------------------------------------------------------------------------
+
+
+def should_hold(ctx: Context, prepared: dict[str, Any]) -> bool:
+    """A page of a barely known site waits for the rest of its poll batch to be observed (cold start), but
+    never longer than ``clean_hold_seconds``: freshness is traded for cleanliness only while it pays."""
+    if time.time() >= prepared.get("batch_deadline", 0) or not prepared.get("batch"):
+        return False
+    if not ctx.sites.needs_hold(prepared["site"]):
+        return False
+    return int(ctx.r.get(key("batch", prepared["batch"])) or 0) > 0
+
+
+def build_article(ctx: Context, prepared: dict[str, Any]) -> Article:
+    ex = prepared["extracted"]
+    cleaned = ctx.sites.clean(prepared["site"], prepared["article_id"], ex["text"], ex["title"])
+    if cleaned.removed:
+        log.debug("lines_removed", removed=[{"line": line, "reason": why} for line, why in cleaned.removed])
+    for reason, n in cleaned.reasons.items():
+        metrics.LINES_REMOVED.labels(reason=reason).inc(n)
+    feed = prepared["feed"]
+    return Article(
+        id=prepared["article_id"],
+        url=prepared["final_url"],
+        canonical_url=prepared["canonical_url"],
+        feed=FeedRef(id=feed["id"], url=feed["url"], name=feed.get("name"), tags=list(feed.get("tags") or [])),
+        site=prepared["site"],
+        title=ex["title"] or prepared.get("title") or "",
+        text=cleaned.text,
+        published=ex.get("date") or prepared.get("published"),
+        language=ex.get("language") or feed.get("language"),
+        fetched_at=prepared["fetched_at"],
+        author=ex.get("author"),
+        site_name=ex.get("sitename"),
+        description=ex.get("description"),
+        summary=prepared.get("summary") or None,
+        tags=list(feed.get("tags") or []),
+        cleaning=Cleaning(removed=len(cleaned.removed), reasons=dict(cleaned.reasons)),
+    )
+
+
+def publish(ctx: Context, prepared: dict[str, Any]) -> tuple[Article, list[str]]:
+    """Clean, check for the same story, and publish. Returns the article and the streams it went to (empty
+    when it was already published, or dropped as a duplicate)."""
+    article = build_article(ctx, prepared)
+    run_id = prepared.get("run")
+    dup = ctx.stories.check_and_remember(
+        article.id, article.title, article.text, article.canonical_url, alt_urls=[prepared["final_url"]])
+    if dup is not None:
+        article.duplicate_of, article.duplicate_reason = dup.of, dup.reason
+        metrics.DUPLICATES.labels(reason=dup.reason).inc()
+        runs.count(ctx.r, f"duplicates:{dup.reason}", run_id=run_id)
+        log.info("duplicate", duplicate_of=dup.of, reason=dup.reason, policy=ctx.settings.duplicate_policy)
+        streams = [ctx.settings.duplicate_stream] if ctx.settings.duplicate_policy == "mark" else []
+        ctx.publisher.publish(article, streams)
+        return article, []
+    feed = prepared["feed"]
+    streams = streams_for(article, feed.get("route"), ctx.publisher.routes, ctx.settings.default_stream)
+    entry_ids = ctx.publisher.publish(article, streams)
+    if not entry_ids:
+        log.info("already_published")
+        return article, []
+    for stream in streams:
+        metrics.PUBLISHED.labels(stream=stream).inc()
+        runs.count(ctx.r, f"published:{stream}", run_id=run_id)
+    log.info("published", streams=streams, removed_lines=article.cleaning.removed)
+    return article, streams
+
+
+def process_html(ctx: Context, html: str, url: str, *, feed: Feed | None = None) -> Article:
+    """One page through extract + clean, without publishing (``ingest extract``)."""
+    canonical = canonicalize(url)
+    feed = feed or Feed(url=url, name="ad hoc")
+    extracted = extract_page(html, url)
+    if extracted is None:
+        raise ValueError("no main text found")
+    site = site_of(url)
+    aid = article_id(canonical)
+    ctx.sites.observe(site, aid, extracted.text, extracted.title, ())
+    prepared = {
+        "article_id": aid, "canonical_url": canonical, "final_url": url, "site": site, "feed": feed_summary(feed),
+        "fetched_at": now_iso(), "extracted": {
+            "title": extracted.title or "", "text": extracted.text, "author": extracted.author,
+            "date": extracted.date, "language": extracted.language, "sitename": extracted.sitename,
+            "description": extracted.description},
+    }
+    return build_article(ctx, prepared)
+
+
+__all__ = ["Context", "PollResult", "RetryLater", "Route", "commit_poll", "fetch_and_extract", "poll", "publish"]

@@ -1,0 +1,27 @@
+"""Replaying dead letters: a failed feed is made due now, a failed page is sent back to the fetch queue."""
+
+from __future__ import annotations
+
+import time
+
+from worker.deadletter import DeadLetter
+from worker.redisconn import get_redis
+from worker.schedule import due_key
+
+
+def replay(letter: DeadLetter) -> bool:
+    from worker.tasks import fetch_article
+
+    payload = dict(letter.payload)
+    if letter.stage == "poll" and payload.get("feed_id"):
+        get_redis().zadd(due_key(), {payload["feed_id"]: time.time()}, xx=True)
+        return True
+    if "article_id" in payload and "url" in payload:
+        payload.pop("run", None)
+        payload.pop("batch", None)
+        # a publish-stage letter carries the fetched payload; re-fetching is the simple, safe path
+        for k in ("final_url", "site", "fetched_at", "extracted"):
+            payload.pop(k, None)
+        fetch_article.apply_async((payload,), queue="fetch")
+        return True
+    return False

@@ -1,0 +1,146 @@
+"""Celery tasks: thin wrappers that bind log context, call ``worker.pipeline`` and hand work on."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker import metrics, pipeline, runs
+from worker.app import app
+from worker.dedup import claim, release
+from worker.feeds import FeedList
+from worker.redisconn import get_redis
+
+log = structlog.get_logger("worker.tasks")
+
+FETCH_RETRIES = 3
+_ctx: pipeline.Context | None = None
+_feed_lists: dict[str, FeedList] = {}
+
+
+def ctx() -> pipeline.Context:
+    """One context (Redis pool, HTTP client, scripts) per worker process, built on first use."""
+    global _ctx
+    if _ctx is None:
+        _ctx = pipeline.Context(get_redis())
+    return _ctx
+
+
+def _bind(task: Task, **values: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task.request.id, task=task.name, **values)
+
+
+@app.task(bind=True, name="worker.tasks.dispatch", ignore_result=True)
+def dispatch(self: Task) -> int:
+    """Beat's one periodic task: sync the feed list if it changed, then enqueue a poll for every due feed."""
+    _bind(self)
+    started = time.perf_counter()
+    c = ctx()
+    path = str(c.settings.feeds)
+    feed_list = _feed_lists.setdefault(path, FeedList(c.settings.feeds))
+    try:
+        feeds, changed = feed_list.get()
+        if changed:
+            added, removed = c.schedule.sync(feeds)
+            log.info("feeds_synced", feeds=len(feeds), added=added, removed=removed)
+    except (OSError, ValueError) as exc:
+        # A broken edit of the feeds file must not stop polling of the feeds already known.
+        log.error("feeds_file_invalid", path=path, error=str(exc))
+    due = c.schedule.claim_due()
+    for feed_id in due:
+        poll_feed.apply_async((feed_id,), queue="poll")
+    elapsed = time.perf_counter() - started
+    metrics.DISPATCH_SECONDS.observe(elapsed)
+    metrics.FEEDS_DUE.set(len(due))
+    if due:
+        log.info("dispatched", feeds=len(due), ms=round(elapsed * 1000, 2))
+    return len(due)
+
+
+@app.task(bind=True, name="worker.tasks.poll_feed", ignore_result=True)
+def poll_feed(self: Task, feed_id: str, run_id: str | None = None) -> int:
+    c = ctx()
+    feed = c.schedule.feed(feed_id)
+    if feed is None:  # removed from the list after dispatch
+        runs.add_pending(c.r, run_id, -1)
+        return 0
+    _bind(self, feed=feed.label, feed_url=feed.url)
+    try:
+        result = pipeline.poll(c, feed, run_id)
+        runs.add_pending(c.r, run_id, len(result.tasks))
+        for payload in result.tasks:
+            fetch_article.apply_async((payload,), queue="fetch")
+        pipeline.commit_poll(c, result, run_id)
+    except Exception as exc:  # never let one feed's surprise kill the worker or block the others
+        log.exception("poll_crashed")
+        pipeline.dead_letter(c, stage="poll", reason="internal", url=feed.url, error=repr(exc),
+                             payload={"feed_id": feed_id}, run_id=run_id)
+        c.schedule.record_failure(feed, reason="internal")
+    finally:
+        runs.add_pending(c.r, run_id, -1)
+    return 0
+
+
+@app.task(bind=True, name="worker.tasks.fetch_article", ignore_result=True, max_retries=FETCH_RETRIES)
+def fetch_article(self: Task, task: dict[str, Any]) -> None:
+    c = ctx()
+    _bind(self, feed=task["feed"].get("name") or task["feed"]["url"], url=task["url"], article_id=task["article_id"])
+    run_id = task.get("run")
+    owner = self.request.id or "?"
+    if not claim(c.r, task["article_id"], int(c.settings.task_time_limit) + 30, owner):
+        # Another task (the same article fanned out by another feed) holds it: that one publishes it, or, if
+        # its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
+        log.info("claimed_elsewhere")
+        runs.add_pending(c.r, run_id, -1)
+        return
+    handed_on = False
+    try:
+        prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
+        if prepared is not None:
+            publish_article.apply_async((prepared,), queue="publish")
+            handed_on = True
+        pipeline.batch_done(c, task)
+    except pipeline.RetryLater as exc:
+        countdown = exc.countdown or 2 ** (self.request.retries + 1)
+        log.warning("fetch_retry", reason=exc.reason, countdown=countdown, attempt=self.request.retries + 1)
+        handed_on = True  # the retry is still this run's work
+        raise self.retry(countdown=min(countdown, 300)) from exc
+    except SoftTimeLimitExceeded:
+        pipeline.dead_letter(c, stage="fetch", reason="time_limit", url=task["url"], error="soft time limit",
+                             payload=task, run_id=run_id)
+        pipeline.batch_done(c, task)
+    except Exception as exc:
+        log.exception("fetch_crashed")
+        pipeline.dead_letter(c, stage="fetch", reason="internal", url=task["url"], error=repr(exc),
+                             payload=task, run_id=run_id)
+        pipeline.batch_done(c, task)
+    finally:
+        release(c.r, task["article_id"], owner)
+        if not handed_on:
+            runs.add_pending(c.r, run_id, -1)
+
+
+@app.task(bind=True, name="worker.tasks.publish_article", ignore_result=True)
+def publish_article(self: Task, prepared: dict[str, Any]) -> None:
+    c = ctx()
+    _bind(self, feed=prepared["feed"].get("name") or prepared["feed"]["url"], url=prepared["final_url"],
+          article_id=prepared["article_id"])
+    run_id = prepared.get("run")
+    if pipeline.should_hold(c, prepared):
+        # Cold start: wait (without occupying a worker) for the rest of the batch to teach the site memory.
+        publish_article.apply_async((prepared,), queue="publish", countdown=1)
+        return
+    try:
+        pipeline.publish(c, prepared)
+    except Exception as exc:
+        log.exception("publish_crashed")
+        pipeline.dead_letter(c, stage="publish", reason="internal", url=prepared["final_url"],
+                             error=repr(exc), payload=prepared, run_id=run_id)
+    finally:
+        runs.add_pending(c.r, run_id, -1)
+
