@@ -1,8 +1,16 @@
-"""Shared fixtures: a real Redis (the configured one, or a throwaway server) and a real local HTTP server."""
+"""Shared fixtures: a real Redis (the configured one, or a throwaway server), a real local HTTP server, and a
+real Celery worker process on that Redis.
+
+The Redis URL is settled in ``pytest_configure``, before any test module imports ``worker.app`` (which reads
+``REDIS_URL`` at import), so the suite never falls back to an embedded server by accident.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +20,11 @@ import redis
 from worker.demo.server import LocalServer
 from worker.redisconn import RedisServer
 
-SHARED_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_EVAL = ROOT.parent / "shared" / "eval"
 DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
 
-# The suite serves its fixtures from 127.0.0.1, which the SSRF guard refuses by default.
-os.environ.setdefault("INGEST_ALLOW_PRIVATE_NETWORKS", "true")
+_throwaway: RedisServer | None = None
 
 
 def _answers(url: str) -> bool:
@@ -26,27 +34,44 @@ def _answers(url: str) -> bool:
         return False
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    global _throwaway
+    url = os.environ.get("TEST_REDIS_URL") or DEFAULT_TEST_REDIS
+    if not _answers(url):
+        _throwaway = RedisServer()
+        url = _throwaway.url
+    os.environ["REDIS_URL"] = url
+    # The suite serves its fixtures from 127.0.0.1, which the SSRF guard refuses by default.
+    os.environ["INGEST_ALLOW_PRIVATE_NETWORKS"] = "true"
+    os.environ.setdefault("INGEST_METRICS_PORT", "0")
+    os.environ.setdefault("INGEST_CLEAN_HOLD_SECONDS", "5")
+    os.environ.setdefault("INGEST_LOG_FORMAT", "json")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _throwaway is not None:
+        _throwaway.stop()
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """REDIS_URL if it answers (CI: the machine's server, db 15), else a throwaway redis-server."""
-    url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_TEST_REDIS
-    if _answers(url):
-        yield url
-        return
-    server = RedisServer()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+def redis_url() -> str:
+    return os.environ["REDIS_URL"]
+
+
+def clean_db(client: redis.Redis) -> None:
+    """Delete everything but kombu's exchange bindings, which a running worker set up once and needs."""
+    keys = [k for k in client.scan_iter(count=1000) if not k.startswith(b"_kombu.binding")]
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
 
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A client on a clean database: flushed before and after each test."""
+    """A client on the test database, emptied before and after each test."""
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    clean_db(client)
     yield client
-    client.flushdb()
+    clean_db(client)
     client.close()
 
 
@@ -61,3 +86,42 @@ def shared_eval() -> Path:
     if not SHARED_EVAL.is_dir():
         pytest.skip(f"evaluation pages not found at {SHARED_EVAL} (only present in the development workplace)")
     return SHARED_EVAL
+
+
+def start_worker(name: str, *, concurrency: int = 2, env: dict[str, str] | None = None,
+                 queues: str = "poll,fetch,publish") -> subprocess.Popen[bytes]:
+    """A real Celery worker process on the test Redis; returns once it answers a ping."""
+    from worker.app import app
+
+    log = open(ROOT / ".pytest_cache" / f"worker-{name}.log", "wb")  # noqa: SIM115 - lives as long as the worker
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
+         "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=os.environ | (env or {}), stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker {name} exited with {proc.returncode}; see {log.name}")
+        replies = app.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5)
+        if replies:
+            return proc
+    proc.kill()
+    raise RuntimeError(f"worker {name} did not answer a ping in 60 s; see {log.name}")
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker() -> Iterator[subprocess.Popen[bytes]]:
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+    proc = start_worker("pytest")
+    yield proc
+    stop_worker(proc)

@@ -1,0 +1,36 @@
+"""Helpers for end-to-end tests: register feeds, send polls to the real worker, wait for the run to finish,
+read what was published."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from worker import runs
+from worker.feeds import Feed
+from worker.schedule import Schedule
+
+
+def poll_and_wait(r: redis.Redis, feeds: list[Feed], timeout: float = 60) -> dict[str, int]:
+    """Poll ``feeds`` once on the running worker and wait until every task they fanned out is done."""
+    from worker.tasks import poll_feed
+
+    Schedule(r).sync(feeds)
+    run_id = uuid.uuid4().hex[:12]
+    runs.start(r, run_id)
+    runs.add_pending(r, run_id, len(feeds))
+    for feed in feeds:
+        poll_feed.apply_async((feed.id, run_id), queue="poll")
+    deadline = time.monotonic() + timeout
+    while runs.pending(r, run_id) > 0:
+        assert time.monotonic() < deadline, f"run not finished: {runs.totals(r, run_id)}"
+        time.sleep(0.1)
+    return runs.totals(r, run_id)
+
+
+def published(r: redis.Redis, stream: str = "articles") -> list[dict[str, Any]]:
+    return [json.loads(fields[b"data"]) for _, fields in r.xrange(stream)]
