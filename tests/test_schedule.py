@@ -44,7 +44,7 @@ def test_failures_back_off_exponentially_and_are_capped(redis_client: redis.Redi
     assert delays[0] == pytest.approx(60, rel=0.11)
     assert delays[3] == pytest.approx(480, rel=0.11)
     assert max(delays) <= 3600
-    assert delays[-1] == 3600
+    assert delays[-1] >= 3600 * 0.9  # capped, with jitter
     s.record_success(feed, etag=None, last_modified=None, status=200, now=0)
     assert s.state(feed.id).errors == 0
 

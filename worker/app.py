@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from worker import logs
+from worker import logs, metrics
 from worker.redisconn import redis_url
 from worker.settings import get_settings
 
@@ -69,6 +69,7 @@ def make_app() -> Celery:
 
 
 app = make_app()
+metrics.install(app)
 
 
 @signals.setup_logging.connect

@@ -65,13 +65,27 @@ def worker(
     args = ["worker", "-Q", queues, "-c", str(n), "-l", loglevel, "-E"]
     if beat:
         args.append("-B")
-    raise typer.Exit(subprocess.call(_celery(*args)))
+    _exec_celery(args)
 
 
 @app.command()
 def beat(loglevel: str = "INFO") -> None:
     """Run Celery beat with the Redis-locked scheduler (several may run; one dispatches)."""
-    raise typer.Exit(subprocess.call(_celery("beat", "-l", loglevel)))
+    _exec_celery(["beat", "-l", loglevel])
+
+
+def _exec_celery(args: list[str]) -> None:
+    """Become Celery (exec), so SIGTERM from a container runtime reaches it and its warm shutdown runs. Only
+    with the embedded Redis must this process stay, as the server's owner; it then forwards SIGTERM/SIGINT."""
+    from worker.redisconn import embedded_running
+
+    if not embedded_running():
+        sys.stdout.flush()
+        os.execv(sys.executable, _celery(*args))
+    proc = subprocess.Popen(_celery(*args))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    raise typer.Exit(proc.wait())
 
 
 @app.command()

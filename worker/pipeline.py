@@ -328,7 +328,7 @@ def publish(ctx: Context, prepared: dict[str, Any]) -> tuple[Article, list[str]]
         log.info("already_published")
         return article, []
     for stream in streams:
-        metrics.PUBLISHED.labels(stream=stream).inc()
+        metrics.ARTICLES_PUBLISHED.labels(stream=stream).inc()
         runs.count(ctx.r, f"published:{stream}", run_id=run_id)
     log.info("published", streams=streams, removed_lines=article.cleaning.removed)
     return article, streams

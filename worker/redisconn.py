@@ -89,6 +89,11 @@ def start_embedded() -> str:
     return server.url
 
 
+def embedded_running() -> bool:
+    """Whether this process started the embedded Redis (and so must outlive its users)."""
+    return start_embedded.cache_info().currsize > 0
+
+
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True, socket_timeout=30)

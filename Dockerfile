@@ -1,0 +1,37 @@
+# News-ingest worker image: one image for `ingest worker`, `ingest beat`, `ingest run` and `ingest stats`.
+# Build: docker build -t news-ingest-worker:0.1.0 .
+FROM python:3.12.8-slim-bookworm
+
+# INGEST_FEEDS: the package resolves config/ next to itself, which is site-packages once installed.
+# PROMETHEUS_MULTIPROC_DIR: pool children write their metrics there; the main process serves the sum.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    INGEST_FEEDS=/app/config/feeds.yaml \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
+    INGEST_METRICS_PORT=9808
+
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+RUN pip install . \
+    && groupadd --system --gid 10001 ingest \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/ingest \
+       --shell /usr/sbin/nologin ingest \
+    && mkdir -p /tmp/prometheus && chown ingest:ingest /tmp/prometheus
+
+COPY config ./config
+
+USER 10001
+# A writable working directory for whatever a command leaves in its cwd (e.g. beat's schedule file);
+# the code and config under /app stay owned by root.
+WORKDIR /home/ingest
+EXPOSE 9808
+
+# Liveness of the worker's metrics endpoint; beat and one-off commands override or disable it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9808/healthz', timeout=4)"
+
+CMD ["ingest", "worker", "--queues", "poll,fetch,publish", "--concurrency", "2"]
