@@ -30,6 +30,7 @@ SITE_REPEAT = "site_repeat"
 TEMPLATE = "template"
 HEADLINE = "headline"
 PAGE_REPEAT = "page_repeat"
+SIDEBAR = "sidebar"
 
 
 def normalise_line(line: str) -> str:
@@ -103,6 +104,7 @@ class CleanRules:
     template_min_pages: int = 3  # other pages for a digit-masked match of a short line with digits
     bare_min_pages: int = 1  # lines without a single word ("| | |") need little evidence
     max_removed_share: float = 0.5  # above this share of words removed, the page is a near-copy: keep prose
+    sidebar_passes: int = 1  # rounds of "short line between two removed lines in an edge block" (0: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,15 @@ def decide(
         if reasons[i] is None and norm in seen and words[i] > 0:
             reasons[i] = PAGE_REPEAT
         seen.add(norm)
+    for _ in range(rules.sidebar_passes):
+        removed = [r is not None for r in reasons]
+        changed = False
+        for i in range(1, len(lines) - 1):
+            if reasons[i] is None and edge[i] and words[i] <= rules.short_words and removed[i - 1] and removed[i + 1]:
+                reasons[i] = SIDEBAR
+                changed = True
+        if not changed:
+            break
     return reasons
 
 
