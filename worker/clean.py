@@ -1,10 +1,12 @@
 """Site-level boilerplate cleaning: pure decision logic, no I/O.
 
-A line of extracted text is removed when the evidence says it is part of the site's template rather than the
-article: it appeared on other pages of the same site (``site_repeat``), its digit-masked form did
-(``template``, e.g. "Updated at 08h35"), it is the headline of another article of the site (``headline``), or it
-repeats within the page (``page_repeat``). Precision comes first: long prose lines need more evidence and must
-sit in the leading or trailing block of the text, and a page that would lose most of its text keeps its prose.
+A line of extracted text is removed when the evidence says it is part of the site's template rather than
+the article: it appeared on other pages of the same site (``site_repeat``), its digit-masked form or its
+"Label:" lead-in did (``template``, e.g. "Updated at 08h35"), it is the headline of another article of the
+site (``headline``), it repeats within the page (``page_repeat``), or it is a short link-like line wedged
+between removed lines at the edge of the text (``sidebar``). Precision comes first: long prose lines need
+more evidence and must sit in the leading or trailing block of the text, and a page that would lose most of
+its text keeps its prose.
 
 ``worker.sitememory`` gathers the evidence from Redis; this module only decides.
 """
@@ -21,6 +23,15 @@ from dataclasses import dataclass, field
 _WORD = re.compile(r"\w+")
 _DIGITS = re.compile(r"\d+")
 _SPACE = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"[.!?…»\"”’)]\s*$")
+_CALENDAR = re.compile(
+    r"\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|mon(?:day)?|tue(?:s(?:day)?)?|wed(?:nesday)?|thu(?:rs(?:day)?)?"
+    r"|fri(?:day)?|sat(?:urday)?|sun(?:day)?)\b\.?"
+)
+# "Read more: ...", "- Related: ...": a short lead-in of one to four words (three letters or more, so the
+# "Q:"/"A:" of an interview never counts) followed by a colon and more text.
+_LABEL = re.compile(r"^[\W_]*([^\W\d_][^\W\d_']{2,}(?:[ '][^\W\d_]+){0,3}):\s+\S")
 # Site names glued to a <title>: "Headline - BBC News", "Headline | Reuters".
 _TITLE_SEPARATORS = re.compile(r"\s+(?:[-|–—:•»]|::)\s+")
 
@@ -39,13 +50,26 @@ def normalise_line(line: str) -> str:
 
 
 def mask_digits(normalised: str) -> str:
-    """Every run of digits becomes "0", so "08h35 le 09/04" and "9h05 le 10/04" are one template."""
-    return _DIGITS.sub("0", normalised)
+    """Every run of digits becomes "0", so "08h35 le 09/04" and "9h05 le 10/04" are one template; English
+    month and weekday names become "~" so "Last updated: Friday, 2 September" matches its siblings too."""
+    return _CALENDAR.sub("~", _DIGITS.sub("0", normalised))
+
+
+def has_digits(normalised: str) -> bool:
+    """Whether a line has a digit-masked template form worth remembering."""
+    return _DIGITS.search(normalised) is not None
+
+
+def line_label(normalised: str) -> str | None:
+    """The label of a "Label: rest" line ("read more", "related", "twitter"), or None."""
+    match = _LABEL.match(normalised)
+    return match.group(1) if match else None
 
 
 def line_hash(normalised: str, kind: bytes = b"") -> bytes:
     """8-byte blake2b of a normalised line; ``kind`` keeps exact and masked forms of one line apart."""
-    return hashlib.blake2b(normalised.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES, person=kind).digest()
+    data = normalised.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=HASH_BYTES, person=kind).digest()
 
 
 def exact_hash(normalised: str) -> bytes:
@@ -54,6 +78,10 @@ def exact_hash(normalised: str) -> bytes:
 
 def template_hash(normalised: str) -> bytes:
     return line_hash(mask_digits(normalised), b"template")
+
+
+def label_hash(label: str) -> bytes:
+    return line_hash(label, b"label")
 
 
 def title_hash(normalised: str) -> bytes:
@@ -92,6 +120,7 @@ class LineStats:
     pages: int = 0  # other pages of the site on which the normalised line appeared
     template_pages: int = 0  # other pages on which its digit-masked form appeared
     headline: bool = False  # equal to the headline of another article of the site
+    label_pages: int = 0  # other pages with a line carrying the same "Label:" lead-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +131,7 @@ class CleanRules:
     short_min_pages: int = 2  # other pages a short line must have appeared on
     long_min_pages: int = 3  # other pages a long line must have appeared on (and sit in an edge block)
     template_min_pages: int = 3  # other pages for a digit-masked match of a short line with digits
+    label_min_pages: int = 3  # other pages for a "Label: ..." lead-in of a short line
     bare_min_pages: int = 1  # lines without a single word ("| | |") need little evidence
     max_removed_share: float = 0.5  # above this share of words removed, the page is a near-copy: keep prose
     sidebar_passes: int = 1  # rounds of "short line between two removed lines in an edge block" (0: off)
@@ -151,27 +181,36 @@ def decide(
             reasons[i] = SITE_REPEAT
         elif short and _DIGITS.search(norm) and st.template_pages >= rules.template_min_pages:
             reasons[i] = TEMPLATE
+        elif short and st.label_pages >= rules.label_min_pages:
+            edge_only[i] = TEMPLATE
         elif not short and not keep_long and st.pages >= rules.long_min_pages:
             edge_only[i] = SITE_REPEAT
-        elif short and in_page[norm] > 1:
+        elif short and in_page[norm] > 1 and (st.pages > 0 or not _SENTENCE_END.search(norm)):
+            # Articles repeat sentences of their own (lists, recipes); a repeated link title ends without a
+            # full stop, or has been seen elsewhere on the site.
             edge_only[i] = PAGE_REPEAT
 
     # Prose anchors: long lines nothing speaks against. Boilerplate sits before the first or after the last.
-    anchors = [w > rules.short_words and r is None and e is None for w, r, e in zip(words, reasons, edge_only)]
+    anchors = [
+        w > rules.short_words and r is None and e is None
+        for w, r, e in zip(words, reasons, edge_only, strict=True)
+    ]
     edge = _edge_flags(anchors)
-    seen: set[str] = set()
-    for i, norm in enumerate(norms):
+    for i in range(len(lines)):
         if reasons[i] is None and edge_only[i] is not None and edge[i]:
             reasons[i] = edge_only[i]
-        # A second copy of a line adds nothing, wherever it is (pull quotes, doubled captions).
-        if reasons[i] is None and norm in seen and words[i] > 0:
-            reasons[i] = PAGE_REPEAT
-        seen.add(norm)
     for _ in range(rules.sidebar_passes):
         removed = [r is not None for r in reasons]
         changed = False
         for i in range(1, len(lines) - 1):
-            if reasons[i] is None and edge[i] and words[i] <= rules.short_words and removed[i - 1] and removed[i + 1]:
+            if (
+                reasons[i] is None
+                and edge[i]
+                and words[i] <= rules.short_words
+                and not _SENTENCE_END.search(norms[i])
+                and removed[i - 1]
+                and removed[i + 1]
+            ):
                 reasons[i] = SIDEBAR
                 changed = True
         if not changed:
@@ -188,12 +227,12 @@ def clean_lines(
     rules = rules or CleanRules()
     reasons = decide(lines, stats, rules)
     total = sum(word_count(line) for line in lines)
-    removed_words = sum(word_count(line) for line, r in zip(lines, reasons) if r is not None)
+    removed_words = sum(word_count(line) for line, r in zip(lines, reasons, strict=True) if r is not None)
     if total and removed_words > rules.max_removed_share * total:
         # Most of the page "repeats": a near-copy of another article (updates, syndication), not a sidebar.
         reasons = decide(lines, stats, rules, keep_long=True)
-    kept = [line for line, r in zip(lines, reasons) if r is None]
-    removed = [(line, r) for line, r in zip(lines, reasons) if r is not None]
+    kept = [line for line, r in zip(lines, reasons, strict=True) if r is None]
+    removed = [(line, r) for line, r in zip(lines, reasons, strict=True) if r is not None]
     return CleanResult(text="\n".join(kept), removed=removed, reasons=dict(Counter(r for _, r in removed)))
 
 
@@ -210,18 +249,22 @@ def lookup_stats(
     template_counts: Mapping[bytes, int],
     headlines: set[bytes],
     self_observed: bool,
+    label_counts: Mapping[bytes, int] | None = None,
 ) -> list[LineStats]:
     """Per-line evidence from raw memory counts (which include this page when ``self_observed``)."""
     own = 1 if self_observed else 0
     candidates = headline_lines(lines, own_title)
+    labels = label_counts or {}
     out = []
     for line in lines:
         norm = normalise_line(line)
+        label = line_label(norm)
         out.append(
             LineStats(
                 pages=max(0, exact_counts.get(exact_hash(norm), 0) - own),
                 template_pages=max(0, template_counts.get(template_hash(norm), 0) - own),
                 headline=norm in candidates and title_hash(norm) in headlines,
+                label_pages=max(0, labels.get(label_hash(label), 0) - own) if label else 0,
             )
         )
     return out

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     title_window_hours: float = 48.0
     duplicate_policy: Literal["drop", "mark"] = "mark"
     duplicate_stream: str = "articles.duplicates"
+    site_memory_bucket_hours: float = 24.0  # site line memory is kept in buckets of this length...
+    site_memory_buckets: int = 3  # ...and this many are read and kept: sidebars are forgotten after that
+    site_memory_max_lines: int = 50_000  # distinct line hashes one bucket of one site may hold
+    site_memory_max_pages: int = 5_000  # pages one bucket of one site learns from; later ones are not learnt
+    site_titles_max: int = 5_000  # headlines of other articles remembered per site
+    site_titles_ttl_hours: float = 72.0
 
     # --- publishing -------------------------------------------------------------------------------------
     default_stream: str = "articles"
