@@ -41,7 +41,8 @@ def small(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def failure(url: str, *, kind: str = "page", settings: Settings | None = None, **kwargs: object) -> FetchError:
+def failure(url: str, *, kind: str = "page", settings: Settings | None = None,
+            **kwargs: object) -> FetchError:
     with pytest.raises(FetchError) as info:
         fetch(url, kind=kind, settings=settings or small(), **kwargs)  # type: ignore[arg-type]
     return info.value
@@ -126,8 +127,8 @@ def test_page_with_charset_header(http_server: LocalServer) -> None:
     http_server.routes["/p"] = Response("<p>café</p>".encode("latin-1"), "Text/HTML; Charset=ISO-8859-1",
                                         headers={"ETag": '"v1"'})
     result = fetch(http_server.url("/p"), kind="page", settings=small())
-    assert (result.status, result.content_type, result.charset, result.etag) == (200, "text/html", "iso-8859-1",
-                                                                                  '"v1"')
+    assert (result.status, result.content_type, result.charset) == (200, "text/html", "iso-8859-1")
+    assert result.etag == '"v1"'
     assert result.url == http_server.url("/p") and not result.not_modified
     assert decode_html(result) == "<p>café</p>"
 
@@ -231,9 +232,11 @@ def test_large_honest_gzip_is_too_large_not_a_bomb(http_server: LocalServer) -> 
 
 
 def test_unsupported_or_corrupt_encoding(http_server: LocalServer) -> None:
-    http_server.routes["/br"] = Response(b"\x0b\x02\x80hello\x03", "text/html", headers={"Content-Encoding": "br"})
+    http_server.routes["/br"] = Response(b"\x0b\x02\x80hello\x03", "text/html",
+                                         headers={"Content-Encoding": "br"})
     assert failure(http_server.url("/br")).reason == "protocol"
-    http_server.routes["/bad"] = Response(b"not gzip at all", "text/html", headers={"Content-Encoding": "gzip"})
+    http_server.routes["/bad"] = Response(b"not gzip at all", "text/html",
+                                          headers={"Content-Encoding": "gzip"})
     assert failure(http_server.url("/bad")).reason == "protocol"
 
 
@@ -245,6 +248,7 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 2000
 
 @pytest.mark.parametrize(("body", "content_type", "kind"), [
     (PDF, "application/pdf", "page"),
+    (b"<html>hi</html>", "application/pdf", "page"),  # the label alone is enough
     (PNG, "image/png", "page"),
     (PNG, "image/png", "feed"),
     (PDF, "application/pdf", "feed"),
@@ -301,7 +305,8 @@ def test_stalled_body_hits_read_timeout(http_server: LocalServer) -> None:
 def test_stall_is_bounded_by_total_even_with_long_read_timeout(http_server: LocalServer) -> None:
     http_server.routes["/stall"] = stall_after_headers
     started = time.monotonic()
-    assert failure(http_server.url("/stall"), settings=small(read_timeout=20, total_timeout=1)).reason == "timeout"
+    err = failure(http_server.url("/stall"), settings=small(read_timeout=20, total_timeout=1))
+    assert err.reason == "timeout"
     assert time.monotonic() - started < 1.8
 
 
@@ -424,6 +429,11 @@ def test_redirect_to_non_http_scheme(http_server: LocalServer, target: str) -> N
     assert failure(http_server.url("/go")).reason == "bad_scheme"
 
 
+def test_idn_host_passes_validation() -> None:
+    # An IDN host is fine as far as the URL goes; it fails later, at DNS, in this offline sandbox.
+    assert failure("http://bücher.invalid/").reason == "dns"
+
+
 def test_redirect_to_garbage(http_server: LocalServer) -> None:
     http_server.routes["/go"] = redirect("http://[not-an-ip/")
     assert failure(http_server.url("/go")).reason == "invalid_url"
@@ -434,7 +444,8 @@ def test_redirect_to_garbage(http_server: LocalServer) -> None:
 
 @pytest.mark.parametrize("url", ["", "   ", "not a url", "example.com/feed", "http://", "http:///path",
                                  "http://exa mple.com/", "http://example.com:99999/", "http://[::1/",
-                                 "http://example.com/\x00", "http://example.com/" + "a" * 9000, "//example.com/"])
+                                 "http://example.com/\x00", "http://example.com/" + "a" * 9000,
+                                 "//example.com/", "http://[not-an-ip/", "http://exa<mple.com/"])
 def test_invalid_urls(url: str) -> None:
     err = failure(url)
     assert (err.reason, err.retryable) == ("invalid_url", False)
@@ -510,7 +521,8 @@ def test_redirect_from_allowed_to_private_is_refused(http_server: LocalServer) -
         http_server.routes["/hop"] = redirect(internal.url("/admin"))
         client = make_client(small(**STRICT), allowed_networks=["127.0.0.1/32"])
         try:
-            assert fetch(http_server.url("/ok"), kind="page", settings=small(**STRICT), client=client).body == HTML
+            ok = fetch(http_server.url("/ok"), kind="page", settings=small(**STRICT), client=client)
+            assert ok.body == HTML
             err = failure(http_server.url("/hop"), settings=small(**STRICT), client=client)
             assert err.reason == "private_address"
             assert internal.hits.get("/admin", 0) == 0
@@ -540,7 +552,8 @@ def test_strict_call_on_a_lenient_pooled_client(http_server: LocalServer) -> Non
     client = make_client(small())
     url = http_server.url("/p").replace("127.0.0.1", "localhost")
     try:
-        assert failure(url, settings=small(**STRICT), client=client).reason == "private_address"  # new connection
+        # first a new connection, then a pooled one
+        assert failure(url, settings=small(**STRICT), client=client).reason == "private_address"
         assert fetch(url, kind="page", settings=small(), client=client).body == HTML  # pools a connection
         hits = http_server.hits["/p"]
         assert failure(url, settings=small(**STRICT), client=client).reason == "private_address"  # reused one

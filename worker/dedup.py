@@ -226,11 +226,11 @@ class _Buckets:
             return cached
         raw = self.r.get(self._meta(gen))
         if raw is None:
-            chosen = self._choose_bits(gen)
-            # The meta key outlives every data key of its generation (those live at most 1.5 ttl).
-            self.r.set(self._meta(gen), chosen, nx=True, ex=2 * self.expire)
+            # The meta key outlives every data key of its generation (those live at most 1.5 ttl). SET NX
+            # then GET: of two workers choosing at once, both end up with the first one's choice.
+            self.r.set(self._meta(gen), self._choose_bits(gen), nx=True, ex=2 * self.expire)
             raw = self.r.get(self._meta(gen))
-        bits = chosen if raw is None else int(_text(raw))
+        bits = DEFAULT_BUCKET_BITS if raw is None else int(_text(raw))  # None only if it expired meanwhile
         if len(self._bits) > 8:  # only the current and previous generations are ever asked for again
             self._bits.clear()
         self._bits[gen] = bits
@@ -263,23 +263,22 @@ class _Buckets:
         return keys, field
 
 
-# KEYS: the distinct keys. ARGV: ttl, n, then per id: index of its current key, of its previous key, field.
+# KEYS: the distinct keys. ARGV: ttl, then "cur prev field " per id (indexes into KEYS): one string, because
+# packing three arguments per id costs the client more than the whole script costs Redis.
 _ADD = """
 local ttl = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
 local out = {}
 local touched = {}
 local live = {}  -- previous-generation keys that exist at all: most lookups there can be skipped
-for i = 0, n - 1 do
-  local cur = tonumber(ARGV[3 + 3 * i])
-  local prev = tonumber(ARGV[4 + 3 * i])
-  local field = ARGV[5 + 3 * i]
+for cur, prev, field in string.gmatch(ARGV[2], '(%d+) (%d+) (%d+)') do
+  cur, prev = tonumber(cur), tonumber(prev)
   if live[prev] == nil then live[prev] = redis.call('EXISTS', KEYS[prev]) == 1 end
   if live[prev] and redis.call('HEXISTS', KEYS[prev], field) == 1 then
-    out[i + 1] = 0
+    out[#out + 1] = 0
   else
-    out[i + 1] = redis.call('HSETNX', KEYS[cur], field, 1)
-    if out[i + 1] == 1 then touched[cur] = true end
+    local added = redis.call('HSETNX', KEYS[cur], field, 1)
+    out[#out + 1] = added
+    if added == 1 then touched[cur] = true end
   end
 end
 for k = 1, #KEYS do
@@ -316,12 +315,12 @@ class BucketSet:
         result: list[bool] = []
         for start in range(0, len(ids), _ADD_BATCH):
             index: dict[str, int] = {}
-            args: list[Any] = [self._layout.expire, 0]
+            records: list[str] = []
             for id_ in ids[start : start + _ADD_BATCH]:
                 keys, field = self._layout.locate(id64(id_), gen)
-                slots = [index.setdefault(k, len(index) + 1) for k in keys]
-                args += [slots[0], slots[1], field]
-            args[1] = (len(args) - 2) // 3
+                records.append(f"{index.setdefault(keys[0], len(index) + 1)} "
+                               f"{index.setdefault(keys[1], len(index) + 1)} {field} ")
+            args: list[Any] = [self._layout.expire, "".join(records)]
             result += [bool(x) for x in self._add(keys=list(index), args=args)]
         return result
 

@@ -268,12 +268,21 @@ def make_client(settings: Settings | None = None, *, allowed_networks: Sequence[
         headers={"User-Agent": settings.user_agent},
         follow_redirects=False,
         trust_env=False,
+        event_hooks={"response": [_vet_location]},
     )
     # Cookies must not leak from one site's fetch into another's, nor pile up in a long-lived process;
     # redirect chains get a private jar in fetch. (The Client constructor copies jars, hence the late swap.)
     client.cookies.jar = _DiscardingJar()
     _CLIENT_POLICIES[client] = policy
     return client
+
+
+def _vet_location(response: httpx.Response) -> None:
+    """httpx parses a redirect's Location inside ``send`` even when not following it, and chokes on
+    ``javascript:`` and the like; judge the scheme first so the error says what happened."""
+    location = response.headers.get("Location") if response.is_redirect else None
+    if location is not None and _CALL.get() is not None and _scheme(location) not in ("", "http", "https"):
+        raise FetchError("bad_scheme", f"redirect to a {_scheme(location)}: URL")
 
 
 class _DiscardingJar(CookieJar):
@@ -329,7 +338,9 @@ def _fetch(client: httpx.Client, url: str, kind: Kind, settings: Settings, polic
                                            timeout=_timeout(settings, deadline))
             jar.set_cookie_header(request)
             response = client.send(request, stream=True, follow_redirects=False)
-        except (httpx.HTTPError, httpcore.ConnectError, httpx.InvalidURL) as exc:
+        except httpx.InvalidURL as exc:  # only the Location of a redirect can be invalid at this point
+            raise FetchError("invalid_url", f"bad redirect target from {_short(current)}: {exc}") from exc
+        except (httpx.HTTPError, httpcore.ConnectError) as exc:
             raise _map_error(exc, deadline) from exc
         try:
             _check_peer(response, policy)
@@ -471,7 +482,7 @@ def _check_url(url: str, policy: _Policy) -> httpx.URL:
         raise FetchError("invalid_url", f"invalid URL {text[:200]!r}: {exc}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise FetchError("invalid_url", f"not an absolute http(s) URL: {text[:200]!r}")
-    if not _HOST.fullmatch(parsed.host) or not 0 < (parsed.port or 80) < 65536:
+    if not _HOST.fullmatch(parsed.raw_host.decode("ascii", "replace")) or not 0 < (parsed.port or 80) < 65536:
         raise FetchError("invalid_url", f"bad host or port in {text[:200]!r}")
     # An IP literal is judged before any pooled connection to it could be reused.
     try:
