@@ -29,13 +29,13 @@ import pytest
 import redis
 from celery import Celery
 from kombu import Queue
+from worker.demo.site import build_site
 
 from worker import runs
 from worker.app import QUEUES
 from worker.consume import Consumer
 from worker.deadletter import DeadLetters
 from worker.demo.server import LocalServer, Response
-from worker.demo.site import build_site
 from worker.feeds import Feed
 from worker.redisconn import RedisServer
 from worker.schedule import Schedule, due_key

@@ -124,7 +124,7 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
     ctx = Context(r)
     pipe = r.pipeline(transaction=False)
     for feed in feed_list:  # make the feeds known to workers without touching the live schedule
-        pipe.hset("{}:feeds:config".format(get_settings().key_prefix), feed.id, feed.model_dump_json())
+        pipe.hset(f"{get_settings().key_prefix}:feeds:config", feed.id, feed.model_dump_json())
     pipe.execute()
     run_id = uuid.uuid4().hex[:12]
     runs.start(r, run_id)

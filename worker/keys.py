@@ -22,7 +22,7 @@ def digest(value: str, size: int = 16) -> str:
 def site_part(site: str) -> str:
     """A site name safe inside a key: lower-case hostname characters kept, anything else percent-escaped."""
     site = site.lower()[:253]
-    return _UNSAFE.sub(lambda m: "%{:02x}".format(ord(m.group(0)) & 0xFF), site)
+    return _UNSAFE.sub(lambda m: f"%{ord(m.group(0)) & 0xFF:02x}", site)
 
 
 def key(*parts: str) -> str:

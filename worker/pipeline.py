@@ -115,7 +115,9 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
     if resp.not_modified:
         return PollResult(feed, "not_modified", validators={"status": 304, "retry_after": resp.retry_after})
     try:
-        parsed = parse_feed(resp.body, url=resp.url, content_type=resp.content_type)
+        # the charset parameter matters: a feed served as windows-1251 without an XML declaration says so only here
+        content_type = f"{resp.content_type}; charset={resp.charset}" if resp.charset else resp.content_type
+        parsed = parse_feed(resp.body, url=resp.url, content_type=content_type)
     except FeedError as exc:
         return _poll_failed(ctx, feed, exc.reason, str(exc), None, run_id)
     for what, why in parsed.skipped:
@@ -135,7 +137,7 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
 
     # An entry is known if its canonical URL or its guid was seen, from this feed or any other.
     ids = [aid for _, _, aid in entries]
-    guid_ids = [digest("guid:" + e.guid) if e.guid else aid for e, _, aid in entries]
+    guid_ids = [_guid_id(feed, e.guid) if e.guid else aid for e, _, aid in entries]
     known = ctx.seen.contains_many(ids + guid_ids) if entries else []
     n = len(entries)
     titles = [e.title for e, _, _ in entries if e.title]
@@ -175,6 +177,12 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
         validators={"status": 200, "etag": resp.etag, "last_modified": resp.last_modified,
                     "ttl_seconds": parsed.ttl_seconds, "retry_after": resp.retry_after},
     )
+
+
+def _guid_id(feed: Feed, guid: str) -> str:
+    """A guid that is a URL identifies the story everywhere; a bare one ("1234") only within its own feed."""
+    scope = "" if guid.startswith(("http://", "https://")) else feed.id
+    return digest(f"guid:{scope}:{guid}")
 
 
 def commit_poll(ctx: Context, result: PollResult, run_id: str | None = None) -> None:

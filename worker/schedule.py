@@ -7,7 +7,6 @@ the future, so a lost poll task is retried after the lease rather than never.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -132,7 +131,7 @@ class Schedule:
         now = time.time() if now is None else now
         errors = int(self.r.hincrby(state_key(feed.id), "errors", 1))
         s = self.settings
-        backoff = min(s.backoff_max, s.backoff_base * 2 ** (errors - 1))
+        backoff = min(s.backoff_max, s.backoff_base * 2.0 ** (errors - 1))
         delay = max(backoff * random.uniform(0.9, 1.1), self.interval(feed), retry_after or 0.0)
         delay = min(delay, max(s.backoff_max, retry_after or 0.0))
         self._write(feed.id, {"last_poll": now, "last_error": reason[:200], "next_due": now + delay}, now + delay)
@@ -152,4 +151,5 @@ class Schedule:
 
 def feed_summary(feed: Feed) -> dict[str, Any]:
     """What a fanned-out article task carries about its feed (small and JSON-safe)."""
-    return json.loads(feed.model_dump_json(include={"url", "name", "tags", "route", "language"})) | {"id": feed.id}
+    summary: dict[str, Any] = feed.model_dump(mode="json", include={"url", "name", "tags", "route", "language"})
+    return summary | {"id": feed.id}

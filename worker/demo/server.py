@@ -29,13 +29,14 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
         path = self.path
         self.server.hits[path] = self.server.hits.get(path, 0) + 1
-        route = self.server.routes.get(path)
+        # Like a real site, ignore query parameters a route does not name (tracking tags on feed links).
+        route = self.server.routes.get(path) or self.server.routes.get(path.split("?", 1)[0])
         if route is None:
             self._send(Response(b"not found", "text/plain", 404))
         elif isinstance(route, Response):
