@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,13 @@ import pytest
 import redis
 from celery import Celery
 from kombu import Queue
-from worker.demo.site import build_site
 
 from worker import runs
 from worker.app import QUEUES
 from worker.consume import Consumer
 from worker.deadletter import DeadLetters
 from worker.demo.server import LocalServer, Response
+from worker.demo.site import build_site
 from worker.feeds import Feed
 from worker.redisconn import RedisServer
 from worker.schedule import Schedule, due_key
@@ -177,6 +177,17 @@ class Stack:
         self.server.stop()
 
 
+@pytest.fixture
+def private_redis() -> Iterator[tuple[redis.Redis, str]]:
+    """A throwaway Redis of this test's own (client, URL): the shared test database is emptied by other
+    suites' fixtures at any moment, and a fault test must not share it."""
+    server = RedisServer()
+    client = redis.Redis.from_url(server.url)
+    yield client, server.url
+    client.close()
+    server.stop()
+
+
 def serve_site(server: LocalServer, n: int, seed: int) -> Any:
     site = build_site(server.url(""), n_articles=n, seed=seed)
     server.routes.update(site.routes)
@@ -300,6 +311,14 @@ def test_workers_survive_a_redis_restart(tmp_path: Path, http_server: LocalServe
 
 # --- a downstream consumer that crashes mid-batch -----------------------------------------------------------
 
+def collect(into: list[str]) -> Callable[[str, dict[str, Any]], bool]:
+    def handle(_entry_id: str, article: dict[str, Any]) -> bool:
+        into.append(article["id"])
+        return True
+
+    return handle
+
+
 CRASHING_CONSUMER = """
 import os, sys, redis
 from worker.consume import Consumer
@@ -317,10 +336,11 @@ Consumer(r, sys.argv[2], sys.argv[3], "c1", claim_idle=60).run(handle, follow=Fa
 
 
 @pytest.mark.timeout(120)
-def test_consumer_crash_mid_batch_is_reclaimed_by_another(redis_client: redis.Redis, redis_url: str) -> None:
+def test_consumer_crash_mid_batch_is_reclaimed_by_another(private_redis: tuple[redis.Redis, str]) -> None:
     """A consumer-group member dies mid-batch (a real process, ``os._exit``): what it read but did not
     acknowledge stays pending under its name; another member reclaims it with XAUTOCLAIM once it has been idle
     ``claim_idle`` seconds, through ``worker.consume.Consumer`` and through ``ingest tail --group``."""
+    redis_client, redis_url = private_redis
     stream, group = "faults.articles", "indexer"
     ids = [f"{i:016x}" for i in range(10)]
     for aid in ids:
@@ -343,7 +363,7 @@ def test_consumer_crash_mid_batch_is_reclaimed_by_another(redis_client: redis.Re
     tail = subprocess.run(
         [sys.executable, "-m", "worker.cli", "tail", stream, "--group", group, "--consumer", "c2",
          "--claim-idle", "0.5", "--no-follow", "--json"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT)
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=os.environ | {"REDIS_URL": redis_url})
     assert tail.returncode == 0, tail.stderr[-2000:]
     reclaimed = [json.loads(line)["id"] for line in tail.stdout.splitlines()]
     assert reclaimed == ids[2:], reclaimed
@@ -352,16 +372,16 @@ def test_consumer_crash_mid_batch_is_reclaimed_by_another(redis_client: redis.Re
     # A new message after the crash goes to whichever member reads next, exactly once.
     redis_client.xadd(stream, {"id": "f" * 16, "data": json.dumps({"id": "f" * 16})})
     got: list[str] = []
-    Consumer(redis_client, stream, group, "c3", claim_idle=0.5).run(
-        lambda _eid, art: got.append(art["id"]) is None, follow=False)
+    Consumer(redis_client, stream, group, "c3", claim_idle=0.5).run(collect(got), follow=False)
     assert got == ["f" * 16]
     assert redis_client.xpending(stream, group)["pending"] == 0
 
 
 @pytest.mark.timeout(120)
-def test_consumer_reclaims_in_process(redis_client: redis.Redis) -> None:
+def test_consumer_reclaims_in_process(private_redis: tuple[redis.Redis, str]) -> None:
     """The same with two ``Consumer`` objects: c1's handler raises mid-batch (an in-process crash), c2's
     ``run`` reclaims exactly the unacknowledged messages, in order, and acknowledges them."""
+    redis_client = private_redis[0]
     stream, group = "faults.inproc", "g"
     ids = [f"{i:016x}" for i in range(6)]
     for aid in ids:
@@ -382,7 +402,7 @@ def test_consumer_reclaims_in_process(redis_client: redis.Redis) -> None:
     c2 = Consumer(redis_client, stream, group, "c2", claim_idle=0.2)
     time.sleep(0.3)
     got: list[str] = []
-    c2.run(lambda _eid, art: got.append(art["id"]) is None, follow=False)
+    c2.run(collect(got), follow=False)
     assert got == ids[3:]
     assert redis_client.xpending(stream, group)["pending"] == 0
 

@@ -4,6 +4,7 @@ redirect tricks, binary bodies, bad URLs, conditional GET, Retry-After, and the 
 from __future__ import annotations
 
 import gzip
+import io
 import socket
 import struct
 import time
@@ -109,6 +110,7 @@ def reset(h: BaseHTTPRequestHandler) -> None:
     # SO_LINGER with a zero timeout turns close() into a TCP RST.
     h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     h.connection.close()
+    h.wfile = io.BytesIO()  # the handler flushes after the route returns; the socket is gone by then
     h.close_connection = True
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from worker.demo.server import LocalServer, Response
-from worker.fetch import fetch
+from worker.fetch import FetchError, fetch
 from worker.parse import FeedError, ParsedFeed, html_to_text, parse_feed
 from worker.settings import Settings
 
@@ -132,7 +132,8 @@ def test_charset_in_header_wins_over_missing_declaration(http_server: LocalServe
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-8-sig"])
 def test_utf16_and_boms(http_server: LocalServer, codec: str) -> None:
-    text = rss(item("a", "http://e.com/a", "日本語のニュース"), encoding="utf-16" if "16" in codec else "utf-8")
+    declared = "utf-16" if "16" in codec else "utf-8"
+    text = rss(item("a", "http://e.com/a", "日本語のニュース"), encoding=declared)
     body = text.encode(codec)
     if codec == "utf-16-be":
         body = b"\xfe\xff" + body
@@ -152,10 +153,26 @@ def test_html_instead_of_feed(http_server: LocalServer) -> None:
 
 
 @pytest.mark.parametrize("body", [b"Hello, this is plain text.", b'{"version": "https://jsonfeed.org/version/1"}',
-                                  b"\x01\x02garbage\x03" * 5, b"/etc/passwd", b"http://127.0.0.1:1/feed"])
+                                  b"/etc/passwd", b"http://127.0.0.1:1/feed", b"<<<>>>&&&;;;"])
 def test_garbage_is_not_a_feed(http_server: LocalServer, body: bytes) -> None:
     # The last two would read a local file / fetch a URL if feedparser were handed raw bytes or a str.
     assert refused(http_server, body, "application/octet-stream").reason == "not_a_feed"
+
+
+def test_binary_garbage_is_refused_by_fetch_and_parser(http_server: LocalServer) -> None:
+    body = b"\x01\x02garbage\x03" * 5
+    http_server.routes["/bin"] = Response(body, "application/rss+xml")
+    with pytest.raises(FetchError) as info:
+        fetch(http_server.url("/bin"), kind="feed", settings=SETTINGS)
+    assert info.value.reason == "content_type"
+    with pytest.raises(FeedError) as parsed:
+        parse_feed(body, url=http_server.url("/bin"))
+    assert parsed.value.reason == "not_a_feed"
+
+
+def test_spaces_in_links_are_encoded(http_server: LocalServer) -> None:
+    feed = serve(http_server, rss(item("a", "/news/a b.html")).encode())
+    assert feed.entries[0].link == http_server.url("/news/a%20b.html")
 
 
 @pytest.mark.parametrize("body", [b"", b"   \n\t ", b"\xef\xbb\xbf"])
@@ -211,10 +228,11 @@ def test_duplicate_guids_keep_the_first(http_server: LocalServer) -> None:
 
 
 @pytest.mark.parametrize(("link", "reason"), [
-    ("javascript:alert(1)", "bad_scheme"), ("ftp://e.com/file", "bad_scheme"), ("mailto:x@e.com", "bad_scheme"),
-    ("data:text/html,hi", "bad_scheme"), ("file:///etc/passwd", "bad_scheme"),
-    ("http://[broken/", "invalid_url"), ("http:///nohost", "invalid_url"), ("http://e.com:99999/", "invalid_url"),
-    ("http://" + "a" * 5000 + ".com/", "invalid_url"),
+    ("javascript:alert(1)", "bad_scheme"), ("ftp://e.com/file", "bad_scheme"),
+    ("mailto:x@e.com", "bad_scheme"), ("data:text/html,hi", "bad_scheme"), ("file:///etc/passwd", "bad_scheme"),
+    ("http://exa mple.com/", "invalid_url"), ("http://:80/x", "invalid_url"), ("https:", "invalid_url"),
+    ("http://e.com:99999/", "invalid_url"), ("http://" + "a" * 5000 + ".com/", "invalid_url"),
+    ("http://[broken/", "no_link"),  # feedparser drops an unparsable href altogether
 ])
 def test_bad_links_are_skipped(http_server: LocalServer, link: str, reason: str) -> None:
     body = rss(item("bad", link) + item("good", "http://e.com/ok"))
@@ -246,3 +264,12 @@ def test_billion_laughs_and_external_entities(http_server: LocalServer) -> None:
 def test_html_to_text() -> None:
     assert html_to_text("<p>a</p><p>b&amp;c</p><style>p{}</style><script>x()</script>&nbsp;d") == "a b&c d"
     assert html_to_text("") == ""
+
+
+def test_bare_guid_is_not_taken_for_a_link() -> None:
+    body = (b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+            b"<item><title>a</title><guid>abc123</guid></item>"
+            b"<item><title>b</title><guid>http://example.com/story/2</guid></item></channel></rss>")
+    parsed = parse_feed(body, url="http://example.com/news/feed.xml")
+    assert [e.link for e in parsed.entries] == ["http://example.com/story/2"]
+    assert parsed.skipped[0][1] == "no_link"

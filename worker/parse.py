@@ -85,6 +85,10 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
             skipped.append((what, "duplicate_guid"))
             continue
         link, reason = _link(raw, url)
+        if link is not None and raw.get("guidislink") and raw.get("id") == link and not _written_in(body, link):
+            # feedparser promotes a bare <guid>abc123</guid> to a link by resolving it against the feed URL;
+            # only a guid written as an absolute URL may stand in for a missing <link>.
+            link, reason = None, "no_link"
         if link is None:
             skipped.append((what, reason))
             continue
@@ -95,10 +99,16 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
             link=link,
             title=_text(raw, "title"),
             summary=_summary(raw),
-            published=_iso(raw.get("published_parsed") or raw.get("updated_parsed")),
+            # dict.get: feedparser's own get() maps updated->published with a DeprecationWarning
+            published=_iso(dict.get(raw, "published_parsed") or dict.get(raw, "updated_parsed")),
         ))
     return ParsedFeed(title=_text(feed_info, "title"), entries=entries, ttl_seconds=_ttl(feed_info),
                       skipped=skipped, warning=warning)
+
+
+def _written_in(body: bytes, link: str) -> bool:
+    raw = link.encode("utf-8", "replace")
+    return raw in body or raw.replace(b"&", b"&amp;") in body
 
 
 def _headers(url: str, content_type: str | None) -> dict[str, str]:
@@ -131,9 +141,10 @@ def _link(raw: Any, base: str) -> tuple[str | None, str]:
         return None, "invalid_url"
     if parts.scheme.lower() not in ("http", "https"):
         return None, "bad_scheme"
-    if not host or any(ch.isspace() or ord(ch) < 0x20 for ch in absolute):
+    if not host or any(ch.isspace() for ch in host) or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in absolute):
         return None, "invalid_url"
-    return absolute, ""
+    # Unencoded spaces in paths are common in hand-made feeds; browsers send them as %20, so do we.
+    return absolute.replace(" ", "%20"), ""
 
 
 def _clean(value: Any) -> str:

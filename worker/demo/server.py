@@ -78,7 +78,7 @@ class LocalServer:
         self.httpd.hits = {}
         self.host = host
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def routes(self) -> dict[str, Route]:

@@ -1,0 +1,379 @@
+"""Pipeline throughput against the CPU limit of extraction.
+
+    .venv/bin/python ops/bench/throughput.py [--pages N] [--hold S] [--no-two] [--py-spy] [--profile]
+
+Pages: the real pages of ``../shared/eval/big9`` (read and decompressed in memory, never copied into the
+project) when present, else a generated demo site (``worker.demo.site``). One loopback address per big9 site
+(127.0.0.2, 127.0.0.3, ...; so the site memory sees nine sites, as in production), one RSS feed per address
+listing that site's pages with a ``pubDate`` each, served from a separate process.
+
+Measures, in one run:
+  (a) ``bare``: a loop of ``trafilatura.extract(html)`` over the decoded pages in this process (the CPU limit),
+      and for reference the pipeline's own ``extract_page`` (metadata on) and the same without htmldate's
+      extensive date search;
+  (b) ``pipeline_1``: the whole pipeline (poll, fan-out through Redis, fetch from the local server, extract,
+      site memory, clean, same-story check, publish) with ONE worker process (``-c 1``): pages from the
+      first poll sent to the last article on a stream (Redis server time of the last XADD);
+  (c) ``pipeline_2``: the same with two worker processes (``-c 2``) on a fresh database.
+Each run starts on an empty Redis, so every site is new and the cold-start hold (``--hold``, the
+``INGEST_CLEAN_HOLD_SECONDS`` of the workers) applies to the first batch; ``--hold 0`` measures the steady
+state. ``--py-spy`` samples the one-process worker (main process and child) with py-spy and prints where its
+time goes; ``--profile`` runs the pipeline's functions in this process over the same pages (no Celery) with a
+per-step breakdown and a pyinstrument report written to /tmp/ingest-bench/.
+
+Last line: ``throughput pages=N bare=.. pipeline_1=.. ratio=.. pipeline_2=.. scaling=..`` (pages/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib  # noqa: E402
+from benchlib import Item, Page, ServerProcess, WorkerProc  # noqa: E402
+
+from worker.demo.server import Response, Route  # noqa: E402
+from worker.fetch import FetchResult, decode_html  # noqa: E402
+
+STREAMS = ("articles", "articles.duplicates")
+
+
+def demo_pages(n: int) -> list[Page]:
+    from worker.demo import site as demo  # type: ignore[attr-defined, unused-ignore]
+
+    built = demo.build_site("http://demo.invalid", n_articles=n, seed=1)
+    pages = []
+    for path, resp in built.routes.items():
+        if path != built.feed_path and isinstance(resp, Response) and resp.content_type.startswith("text/html"):
+            pages.append(Page("demo/site", path.strip("/").replace("/", "_"), resp.body))
+    return pages[:n]
+
+
+def decoded(page: Page) -> str:
+    return decode_html(FetchResult(url="http://x/", status=200, body=page.html, content_type="text/html",
+                                   charset=None, etag=None, last_modified=None, retry_after=None))
+
+
+# --- (a) the CPU limit --------------------------------------------------------------------------------------
+
+
+def loop_rate(fn: Callable[[str], Any], htmls: list[str], rounds: int) -> float:
+    """Pages/s of ``fn`` over ``htmls``: best of ``rounds`` passes (the machine is shared and noisy)."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for html in htmls:
+            fn(html)
+        best = min(best, time.perf_counter() - started)
+    return len(htmls) / best
+
+
+def bare_rates(htmls: list[str], rounds: int) -> dict[str, float]:
+    import trafilatura
+    from trafilatura.settings import set_date_params
+
+    from worker.extract import EXTRACT_OPTIONS, extract_page
+
+    quick_dates = set_date_params(False)
+    rates = {
+        "bare": loop_rate(trafilatura.extract, htmls, rounds),
+        "extract_page": loop_rate(lambda h: extract_page(h, "http://127.0.0.2/a"), htmls, rounds),
+        "extract_page_quick_dates": loop_rate(
+            lambda h: trafilatura.bare_extraction(h, url="http://127.0.0.2/a", date_extraction_params=quick_dates,
+                                                  **EXTRACT_OPTIONS), htmls, rounds),
+        "no_metadata": loop_rate(
+            lambda h: trafilatura.bare_extraction(h, url="http://127.0.0.2/a",
+                                                  **(EXTRACT_OPTIONS | {"with_metadata": False})), htmls, rounds),
+    }
+    return rates
+
+
+# --- serving ------------------------------------------------------------------------------------------------
+
+
+def serve(pages: list[Page]) -> tuple[ServerProcess, dict[str, list[Page]]]:
+    groups: dict[str, list[Page]] = collections.defaultdict(list)
+    for page in pages:
+        groups[page.group.split("/")[-1]].append(page)
+    hosts = {f"127.0.0.{i + 2}": name for i, name in enumerate(sorted(groups))}
+    by_host = {host: groups[name] for host, name in hosts.items()}
+
+    def routes_for(host: str, url: Callable[[str, str], str]) -> dict[str, Route]:
+        site_pages = by_host[host]
+        dates = benchlib.published_dates(len(site_pages))
+        routes: dict[str, Route] = {}
+        items = []
+        for page, when in zip(site_pages, dates, strict=True):
+            path = f"/{page.group}/{page.stem}.html"
+            routes[path] = Response(page.html, "text/html")  # no charset: the worker detects, as for real pages
+            items.append(Item(url(host, path), f"{hosts[host]} {page.stem}", when))
+        routes["/feed.xml"] = benchlib.rss_response(benchlib.rss(hosts[host], url(host, "/"), items))
+        return routes
+
+    return ServerProcess(list(hosts), routes_for), by_host
+
+
+# --- (b), (c) the pipeline ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def py_spy(pid: int, out: Path) -> Iterator[None]:
+    """Sample ``pid`` and its children into a collapsed-stack file while the block runs."""
+    exe = Path(sys.executable).parent / "py-spy"
+    proc = subprocess.Popen([str(exe), "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
+                             "--rate", "200", "--idle", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if proc.returncode not in (0, -signal.SIGINT) and not out.exists():
+            print(f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')[-500:]}")
+
+
+def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurrency: int, hold: float,
+                 timeout: float, spy: Path | None = None) -> tuple[float, dict[str, int], float]:
+    """One cold run on an empty database; returns (pages/s, run totals, seconds)."""
+    from worker.feeds import Feed
+    from worker.schedule import Schedule
+    from worker.tasks import poll_feed
+
+    r = benchlib.client()
+    r.flushdb()
+    worker = benchlib.start_worker(f"bench-tp{concurrency}", concurrency=concurrency,
+                                   env={"INGEST_CLEAN_HOLD_SECONDS": str(hold)})
+    try:
+        feeds = [Feed(url=server.url(host, "/feed.xml"), name=host) for host in by_host]
+        Schedule(r).sync(feeds)
+        n_pages = sum(len(p) for p in by_host.values())
+        run_id = benchlib.new_run(r, len(feeds))
+        r.config_resetstat()
+        with py_spy(worker.proc.pid, spy) if spy else _nothing():
+            t0 = benchlib.redis_time_ms(r)
+            for feed in feeds:
+                poll_feed.apply_async((feed.id, run_id), queue="poll")
+            totals = benchlib.wait_run(r, run_id, timeout)
+            t1 = benchlib.last_entry_ms(r, STREAMS) or benchlib.redis_time_ms(r)
+        stats = r.info("commandstats")
+    finally:
+        benchlib.stop_worker(worker)
+    seconds = (t1 - t0) / 1000
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+    usec = sum(int(v["usec"]) for v in stats.values())
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:12]
+    print(f"  redis (-c {concurrency}): {sum(calls.values()) / n_pages:.1f} commands per page "
+          f"(incl. the consumer's polling), server CPU {usec / 1000 / n_pages:.2f} ms per page; "
+          + " ".join(f"{k}={v / n_pages:.1f}" for k, v in top))
+    return n_pages / seconds, totals, seconds
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+COMPONENTS = [
+    ("waiting: Redis reply", ("redis/_parsers/", "SocketBuffer")),
+    ("waiting: HTTP (httpx/httpcore read)", ("httpcore/_backends/sync.py",)),
+    ("waiting: next task (pool pipe)", ("billiard/connection.py:4", "_recv (billiard", "workloop (billiard")),
+    ("trafilatura (all, incl. metadata)", ("trafilatura/",)),
+    ("  htmldate (date search)", ("htmldate/",)),
+    ("  trafilatura metadata (incl. dates)", ("extract_metadata (trafilatura/metadata.py",)),
+    ("worker.sitememory + clean", ("worker/sitememory.py", "worker/clean.py")),
+    ("worker.dedup", ("worker/dedup.py",)),
+    ("worker.publish", ("worker/publish.py",)),
+    ("worker.fetch (httpx)", ("worker/fetch.py",)),
+    ("worker.parse (feedparser)", ("worker/parse.py",)),
+    ("worker.runs counters", ("worker/runs.py",)),
+    ("redis-py (all, incl. waits)", ("redis/",)),
+    ("apply_async (hand-on + events)", ("apply_async (celery/app/task.py",)),
+    ("celery events (task-sent/started/..)", ("celery/events/", "EventDispatcher")),
+    ("kombu", ("kombu/",)),
+    ("structlog/logging", ("structlog/", "logging/")),
+    ("json", ("json/",)),
+    ("prometheus", ("prometheus_client/",)),
+]
+
+
+def summarise_spy(path: Path, top: int = 20) -> None:
+    """Where the sampled worker spent its wall time (py-spy ``--idle``): per process, shares by component
+    (inclusive; a sample can count in several) and the top frames of the busy samples."""
+    if not path.exists():
+        print("py-spy: no samples (ptrace not permitted?)")
+        return
+    per_proc: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    totals: collections.Counter[str] = collections.Counter()
+    self_frames: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        try:
+            count = int(count_s)
+        except ValueError:
+            continue
+        frames = stack.split(";")
+        procs = [f for f in frames if f.startswith("process ")]
+        proc = "child (runs tasks)" if len(procs) > 1 else "main (consumer)"
+        frames = [f for f in frames if not f.startswith("process ")]
+        totals[proc] += count
+        seen: set[str] = set()
+        for name, needles in COMPONENTS:
+            if name not in seen and any(n in f for f in frames for n in needles):
+                per_proc[proc][name] += count
+                seen.add(name)
+        if proc.startswith("child") and frames:
+            self_frames[frames[-1]] += count
+    rate = 200
+    for proc in sorted(totals):
+        n = totals[proc]
+        print(f"py-spy {proc}: {n / rate:.1f} s of samples (wall, idle included)")
+        for name, k in sorted(per_proc[proc].items(), key=lambda kv: COMPONENTS.index(
+                next(c for c in COMPONENTS if c[0] == kv[0]))):
+            print(f"    {name:40s} {k / n:6.1%}")
+    n = totals["child (runs tasks)"] or 1
+    print("  child, top leaf frames:")
+    for frame, k in self_frames.most_common(top):
+        print(f"    {k / n:6.1%}  {frame[:120]}")
+
+
+# --- in-process breakdown -----------------------------------------------------------------------------------
+
+
+def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], report: Path) -> None:
+    """The pipeline's functions called directly (no Celery, no hold) over the same pages; time per step."""
+    from pyinstrument import Profiler
+
+    from worker import pipeline
+    from worker.feeds import Feed
+    from worker.settings import get_settings
+
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    r = benchlib.client()
+    r.flushdb()
+    ctx = pipeline.Context(r, get_settings())
+    spent: collections.Counter[str] = collections.Counter()
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+        return wrapper
+
+    saved = {name: getattr(pipeline, name) for name in ("fetch", "decode_html", "extract_page", "parse_feed")}
+    for name, fn in saved.items():
+        setattr(pipeline, name, timed(name, fn))
+    for obj, attr, name in ((ctx.sites, "observe", "sites.observe"), (ctx.sites, "clean", "sites.clean"),
+                            (ctx.stories, "check_and_remember", "stories.check"),
+                            (ctx.publisher, "publish", "publisher.publish"),
+                            (ctx.publisher, "is_published", "publisher.is_published")):
+        setattr(obj, attr, timed(name, getattr(obj, attr)))
+    profiler = Profiler(interval=0.001)
+    n = 0
+    started = time.perf_counter()
+    try:
+        profiler.start()
+        for host in by_host:
+            feed = Feed(url=server.url(host, "/feed.xml"), name=host)
+            t = time.perf_counter()
+            result = pipeline.poll(ctx, feed)
+            pipeline.commit_poll(ctx, result)
+            spent["poll (all)"] += time.perf_counter() - t
+            for task in result.tasks:
+                t = time.perf_counter()
+                prepared = pipeline.fetch_and_extract(ctx, task)
+                spent["fetch_and_extract (all)"] += time.perf_counter() - t
+                if prepared is not None:
+                    t = time.perf_counter()
+                    pipeline.publish(ctx, prepared)
+                    spent["publish (all)"] += time.perf_counter() - t
+                n += 1
+        profiler.stop()
+    finally:
+        for name, fn in saved.items():
+            setattr(pipeline, name, fn)
+    elapsed = time.perf_counter() - started
+    report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+    print(f"in-process pipeline (no Celery, no hold, pyinstrument on): {n} pages in {elapsed:.1f} s = "
+          f"{n / elapsed:.1f} pages/s; ms per page by step:")
+    for name, secs in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"    {name:28s} {secs / max(n, 1) * 1000:8.2f}")
+    print(f"  pyinstrument report: {report}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=None, help="use only the first N pages (default: all)")
+    ap.add_argument("--hold", type=float, default=20.0, help="INGEST_CLEAN_HOLD_SECONDS of the workers")
+    ap.add_argument("--rounds", type=int, default=2, help="passes of the bare loop (best is kept)")
+    ap.add_argument("--no-two", action="store_true", help="skip the two-process run")
+    ap.add_argument("--py-spy", action="store_true", help="sample the one-process worker with py-spy")
+    ap.add_argument("--profile", action="store_true", help="in-process per-step breakdown + pyinstrument")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args(argv)
+
+    print(benchlib.machine())
+    pages = benchlib.big9_pages(args.pages)
+    source = "big9"
+    if pages is None:
+        pages, source = demo_pages(args.pages or 200), "demo"
+    htmls = [decoded(p) for p in pages]
+    print(f"pages: {len(pages)} from {source}, {sum(len(h) for h in htmls) / len(htmls) / 1024:.0f} KiB of HTML "
+          f"on average")
+
+    rates = bare_rates(htmls, args.rounds)
+    print("(a) extraction loop in one process, pages/s (best of {}): ".format(args.rounds)
+          + "  ".join(f"{k}={v:.1f}" for k, v in rates.items()))
+
+    redis_server = benchlib.start_redis()
+    server, by_host = serve(pages)
+    try:
+        if args.profile:
+            profile_in_process(server, by_host, benchlib.LOG_DIR / "throughput-pyinstrument.txt")
+        spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
+        if spy is not None:
+            spy.unlink(missing_ok=True)
+        p1, totals1, s1 = run_pipeline(server, by_host, 1, args.hold, args.timeout, spy)
+        print(f"(b) pipeline, 1 worker process: {len(pages)} pages in {s1:.1f} s = {p1:.1f} pages/s; "
+              f"run totals {benchlib.jdump(totals1)}")
+        if spy is not None:
+            summarise_spy(spy)
+        p2 = s2 = float("nan")
+        if not args.no_two:
+            p2, totals2, s2 = run_pipeline(server, by_host, 2, args.hold, args.timeout)
+            print(f"(c) pipeline, 2 worker processes: {len(pages)} pages in {s2:.1f} s = {p2:.1f} pages/s; "
+                  f"run totals {benchlib.jdump(totals2)}")
+    finally:
+        server.stop()
+        redis_server.stop()
+    os.environ.pop("REDIS_URL", None)
+    bare = rates["bare"]
+    print(f"throughput pages={len(pages)} hold={args.hold:g} bare={bare:.1f} extract_page={rates['extract_page']:.1f} "
+          f"pipeline_1={p1:.1f} ratio={p1 / bare:.2f} pipeline_2={p2:.1f} scaling={p2 / p1:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
