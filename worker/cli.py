@@ -133,7 +133,8 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
     n = concurrency or ctx.settings.concurrency
     proc = subprocess.Popen(
         _celery("worker", "-Q", "poll,fetch,publish", "-c", str(n), "-l", "WARNING",
-                "-n", f"once-{run_id}@%h", "--without-gossip", "--without-mingle"), env=env)
+                "-n", f"once-{run_id}@%h", "--without-gossip", "--without-mingle"),
+        env=env, stdout=sys.stderr)  # stdout carries only the summary, for scripts
     started = time.monotonic()
     try:
         for feed in feed_list:

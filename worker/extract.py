@@ -13,6 +13,7 @@ from typing import Any
 
 import trafilatura
 from trafilatura.settings import Document
+from trafilatura.utils import load_html
 
 # trafilatura logs every discarded page at WARNING; a short or empty page is an expected outcome here.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
@@ -57,12 +58,29 @@ def _paragraph_lines(text: str) -> str:
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _declared_language(tree: Any) -> str | None:
+    """The page's declared language (``<html lang>``, else Content-Language meta), as a primary subtag."""
+    value = tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang")
+    if not value:
+        metas = tree.xpath('//meta[translate(@http-equiv, "CONTENTLAUG", "contentlaug")="content-language"]/@content')
+        value = metas[0] if metas else None
+    if not value:
+        return None
+    primary = str(value).strip().replace("_", "-").split("-")[0].split(",")[0].lower()
+    return primary if primary.isalpha() and 2 <= len(primary) <= 3 else None
+
+
 def extract_page(html: str | bytes, url: str | None = None) -> Extracted | None:
     """Extract the article of ``html``; ``None`` when trafilatura finds no usable main text."""
     if not html:
         return None
     try:
-        document = trafilatura.bare_extraction(html, url=url, **EXTRACT_OPTIONS)
+        tree = load_html(html)
+        if tree is None:
+            return None
+        # read before extraction, which prunes the tree in place
+        declared_language = _declared_language(tree)
+        document = trafilatura.bare_extraction(tree, url=url, **EXTRACT_OPTIONS)
     except Exception:  # trafilatura and lxml raise assorted errors on malformed markup
         return None
     if not isinstance(document, Document):
@@ -74,7 +92,7 @@ def extract_page(html: str | bytes, url: str | None = None) -> Extracted | None:
         title=_clean_field(document.title),
         author=_clean_field(document.author),
         date=_clean_field(document.date),
-        language=_clean_field(document.language),
+        language=_clean_field(document.language) or declared_language,
         sitename=_clean_field(document.sitename),
         description=_clean_field(document.description),
         text=text,

@@ -169,13 +169,25 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def fast_handler() -> type[Any]:
+    """The demo server's handler with Nagle off: it writes headers and body in two sends, and with Nagle on
+    the body waits for the client's delayed ACK (tens of ms per response on loopback)."""
+    from worker.demo import server as srvmod
+
+    class Handler(srvmod._Handler):
+        disable_nagle_algorithm = True
+
+    return Handler
+
+
 def _serve_on(sites: dict[str, dict[str, Route]], ports: dict[str, int], conn: Connection) -> None:
     from worker.demo import server as srvmod
 
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     bound = {}
+    handler = fast_handler()
     for host, routes in sites.items():
-        httpd = srvmod._Server((host, ports[host]), srvmod._Handler)
+        httpd = srvmod._Server((host, ports[host]), handler)
         httpd.routes = dict(routes)
         httpd.hits = {}
         httpd.request_queue_size = 128
@@ -290,6 +302,28 @@ def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
     return float(ordered[rank - 1])
+
+
+def cpu_seconds(roles: Mapping[str, int]) -> dict[str, float]:
+    """CPU time (user + system) so far of each role's process and all its descendants."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for role, pid in roles.items():
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        out[role] = total
+    return out
 
 
 def jdump(value: Any) -> str:

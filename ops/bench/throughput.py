@@ -50,14 +50,12 @@ STREAMS = ("articles", "articles.duplicates")
 
 
 def demo_pages(n: int) -> list[Page]:
-    from worker.demo import site as demo  # type: ignore[attr-defined, unused-ignore]
+    """Generated pages (``worker.demo.site``) of nine sites, when big9 is not there."""
+    from worker.demo.site import build_many
 
-    built = demo.build_site("http://demo.invalid", n_articles=n, seed=1)
-    pages = []
-    for path, resp in built.routes.items():
-        if path != built.feed_path and isinstance(resp, Response) and resp.content_type.startswith("text/html"):
-            pages.append(Page("demo/site", path.strip("/").replace("/", "_"), resp.body))
-    return pages[:n]
+    sites = build_many("http://demo.invalid", 9, max(1, n // 9), seed=1)
+    return [Page(f"demo/site{i}", art.slug, site.routes[site.article_path(art.slug)].body)
+            for i, site in enumerate(sites) for art in site.articles][:n]
 
 
 def decoded(page: Page) -> str:
@@ -69,7 +67,12 @@ def decoded(page: Page) -> str:
 
 
 def loop_rate(fn: Callable[[str], Any], htmls: list[str], rounds: int) -> float:
-    """Pages/s of ``fn`` over ``htmls``: best of ``rounds`` passes (the machine is shared and noisy)."""
+    """Pages/s of ``fn`` over ``htmls``: best of ``rounds`` passes (the machine is shared and noisy), after a
+    warm-up on a few pages (lazy imports, compiled patterns). Keep ``rounds`` at 1 for a figure comparable
+    with the pipeline: htmldate/dateparser cache per string, so a second pass over the same pages is faster
+    than anything a worker sees."""
+    for html in htmls[:: max(1, len(htmls) // 5)][:5]:
+        fn(html)
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
@@ -149,7 +152,7 @@ def py_spy(pid: int, out: Path) -> Iterator[None]:
 
 
 def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurrency: int, hold: float,
-                 timeout: float, spy: Path | None = None) -> tuple[float, dict[str, int], float]:
+                 timeout: float, redis_pid: int, spy: Path | None = None) -> tuple[float, dict[str, int], float]:
     """One cold run on an empty database; returns (pages/s, run totals, seconds)."""
     from worker.feeds import Feed
     from worker.schedule import Schedule
@@ -165,12 +168,16 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurre
         n_pages = sum(len(p) for p in by_host.values())
         run_id = benchlib.new_run(r, len(feeds))
         r.config_resetstat()
+        roles = {"worker": worker.proc.pid, "http server": server.proc.pid or 0, "redis": redis_pid,
+                 "bench": os.getpid()}
         with py_spy(worker.proc.pid, spy) if spy else _nothing():
+            cpu0 = benchlib.cpu_seconds(roles)
             t0 = benchlib.redis_time_ms(r)
             for feed in feeds:
                 poll_feed.apply_async((feed.id, run_id), queue="poll")
             totals = benchlib.wait_run(r, run_id, timeout)
             t1 = benchlib.last_entry_ms(r, STREAMS) or benchlib.redis_time_ms(r)
+            cpu1 = benchlib.cpu_seconds(roles)
         stats = r.info("commandstats")
     finally:
         benchlib.stop_worker(worker)
@@ -181,6 +188,10 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurre
     print(f"  redis (-c {concurrency}): {sum(calls.values()) / n_pages:.1f} commands per page "
           f"(incl. the consumer's polling), server CPU {usec / 1000 / n_pages:.2f} ms per page; "
           + " ".join(f"{k}={v / n_pages:.1f}" for k, v in top))
+    cpu = {k: (cpu1[k] - cpu0[k]) * 1000 / n_pages for k in cpu1 if k in cpu0}
+    print(f"  CPU ms per page (-c {concurrency}): total={sum(cpu.values()):.1f} "
+          + " ".join(f"{k.replace(' ', '_')}={v:.1f}" for k, v in cpu.items())
+          + f"; wall ms per page {seconds * 1000 / n_pages:.1f} on {os.cpu_count()} cores")
     return n_pages / seconds, totals, seconds
 
 
@@ -190,9 +201,6 @@ def _nothing() -> Iterator[None]:
 
 
 COMPONENTS = [
-    ("waiting: Redis reply", ("redis/_parsers/", "SocketBuffer")),
-    ("waiting: HTTP (httpx/httpcore read)", ("httpcore/_backends/sync.py",)),
-    ("waiting: next task (pool pipe)", ("billiard/connection.py:4", "_recv (billiard", "workloop (billiard")),
     ("trafilatura (all, incl. metadata)", ("trafilatura/",)),
     ("  htmldate (date search)", ("htmldate/",)),
     ("  trafilatura metadata (incl. dates)", ("extract_metadata (trafilatura/metadata.py",)),
@@ -210,6 +218,16 @@ COMPONENTS = [
     ("json", ("json/",)),
     ("prometheus", ("prometheus_client/",)),
 ]
+
+
+# Idle samples, told apart by their leaf frame.
+WAITS = [
+    ("waiting: Redis reply", ("SocketBuffer._read_from_socket", "_parsers/")),
+    ("waiting: HTTP read/connect", ("httpcore/_backends/sync.py",)),
+    ("waiting: next task from the pool pipe", ("Connection._recv (billiard",)),
+    ("waiting: consumer event loop (poll)", ("poll (kombu/utils/eventio.py", "_poll (kombu")),
+]
+ORDER = [name for name, _ in WAITS] + [name for name, _ in COMPONENTS]
 
 
 def summarise_spy(path: Path, top: int = 20) -> None:
@@ -237,14 +255,19 @@ def summarise_spy(path: Path, top: int = 20) -> None:
             if name not in seen and any(n in f for f in frames for n in needles):
                 per_proc[proc][name] += count
                 seen.add(name)
-        if proc.startswith("child") and frames:
-            self_frames[frames[-1]] += count
+        if frames:
+            leaf = frames[-1]
+            for name, needles in WAITS:
+                if any(n in leaf for n in needles):
+                    per_proc[proc][name] += count
+                    break
+            if proc.startswith("child"):
+                self_frames[leaf] += count
     rate = 200
     for proc in sorted(totals):
         n = totals[proc]
         print(f"py-spy {proc}: {n / rate:.1f} s of samples (wall, idle included)")
-        for name, k in sorted(per_proc[proc].items(), key=lambda kv: COMPONENTS.index(
-                next(c for c in COMPONENTS if c[0] == kv[0]))):
+        for name, k in sorted(per_proc[proc].items(), key=lambda kv: ORDER.index(kv[0])):
             print(f"    {name:40s} {k / n:6.1%}")
     n = totals["child (runs tasks)"] or 1
     print("  child, top leaf frames:")
@@ -326,8 +349,9 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=None, help="use only the first N pages (default: all)")
-    ap.add_argument("--hold", type=float, default=20.0, help="INGEST_CLEAN_HOLD_SECONDS of the workers")
-    ap.add_argument("--rounds", type=int, default=2, help="passes of the bare loop (best is kept)")
+    ap.add_argument("--hold", type=float, default=0.0,
+                    help="INGEST_CLEAN_HOLD_SECONDS of the workers (0: steady state; 20: production cold start)")
+    ap.add_argument("--rounds", type=int, default=1, help="passes of the bare loop (best is kept)")
     ap.add_argument("--no-two", action="store_true", help="skip the two-process run")
     ap.add_argument("--py-spy", action="store_true", help="sample the one-process worker with py-spy")
     ap.add_argument("--profile", action="store_true", help="in-process per-step breakdown + pyinstrument")
@@ -355,14 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
         if spy is not None:
             spy.unlink(missing_ok=True)
-        p1, totals1, s1 = run_pipeline(server, by_host, 1, args.hold, args.timeout, spy)
+        p1, totals1, s1 = run_pipeline(server, by_host, 1, args.hold, args.timeout, redis_server.proc.pid, spy)
         print(f"(b) pipeline, 1 worker process: {len(pages)} pages in {s1:.1f} s = {p1:.1f} pages/s; "
               f"run totals {benchlib.jdump(totals1)}")
         if spy is not None:
             summarise_spy(spy)
         p2 = s2 = float("nan")
         if not args.no_two:
-            p2, totals2, s2 = run_pipeline(server, by_host, 2, args.hold, args.timeout)
+            p2, totals2, s2 = run_pipeline(server, by_host, 2, args.hold, args.timeout, redis_server.proc.pid)
             print(f"(c) pipeline, 2 worker processes: {len(pages)} pages in {s2:.1f} s = {p2:.1f} pages/s; "
                   f"run totals {benchlib.jdump(totals2)}")
     finally:

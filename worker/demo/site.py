@@ -632,7 +632,7 @@ _DE = _Lang(
                 "Meteorologen erwarten am {day} Böen bis {kmh} km/h an der Küste.",
                 "Die Messstation in {district} meldete {n} Liter Regen in {n2} Stunden.",
                 "Mehrere Straßen in {district} wurden wegen überlaufender Gullys gesperrt.",
-                "{person} betreibt ein Café in der {street} und sagt, um {clock} Uhr habe das Wasser vor der Tür gestanden.",
+                "{person} betreibt ein Café in der {street} und sagt, um {clock} Uhr stand das Wasser vor der Tür.",
                 "In der Nacht sollen die Temperaturen auf {temp} Grad fallen.",
                 "Die Feuerwehr räumte {n} umgestürzte Bäume vor dem Berufsverkehr.",
                 "Im {venue} wurden Sandsäcke an {num} Haushalte ausgegeben.",
@@ -1074,6 +1074,7 @@ def _render_article(site: DemoSite, art: Article) -> bytes:
     published_iso = art.published.isoformat()
     updated_iso = (art.updated or art.published).isoformat()
     description = escape(art.paragraphs[0].split(". ")[0])
+    time_html = f'<time datetime="{published_iso}">{_human_date(lang, art.published)}</time>'
 
     def link(slug: str) -> str:
         return f'<a href="{escape(site.article_url(slug))}">{escape(site.article(slug).title)}</a>'
@@ -1118,7 +1119,7 @@ def _render_article(site: DemoSite, art: Article) -> bytes:
 {gen.header_html}<main id="content" class="container">
 <article class="post" itemscope itemtype="https://schema.org/NewsArticle">
 <h1 class="entry-title" itemprop="headline">{title}</h1>
-<p class="byline">{escape(lang.byline.format(author=art.author))} · <time datetime="{published_iso}">{_human_date(lang, art.published)}</time></p>
+<p class="byline">{escape(lang.byline.format(author=art.author))} · {time_html}</p>
 <p class="updated">{escape(_updated_line(lang, art))}</p>
 <div class="entry-content" itemprop="articleBody">
 {body}
