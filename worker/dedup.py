@@ -305,7 +305,22 @@ class BucketSet:
         self._add = r.register_script(_ADD)
 
     def location(self, id_: str) -> tuple[list[str], str]:
-        """The keys to check (``keys[0]`` is the one to write, with ``EXPIRE ttl``) and the field of an id."""
+        """``(keys, field)`` of an id, for a caller's own Lua script that must check-and-set atomically with
+        something else (``worker/publish.py``: the "published" memory together with XADD).
+
+        The id is present if ``HEXISTS key field`` is 1 for *any* of ``keys`` (all must be checked: the
+        current and the previous generation). To add it, write ``keys[0]`` only and refresh its expiry::
+
+            for i = 1, nkeys do
+              if redis.call('HEXISTS', KEYS[i], field) == 1 then return 0 end  -- already there
+            end
+            redis.call('HSET', KEYS[1], field, 1)
+            redis.call('EXPIRE', KEYS[1], ttl)  -- ttl = ceil(BucketSet.ttl), whole seconds
+            -- ... the rest of the atomic step (XADD) ...
+
+        Pass all keys as KEYS (never build them in Lua). Ask again for every operation: the keys change
+        with the generation (every ttl/2).
+        """
         return self._layout.locate(id64(id_), self._layout.generation())
 
     def add_many(self, ids: Sequence[str]) -> list[bool]:
@@ -402,7 +417,7 @@ class Duplicate:
 # order, so a redelivery gets the same answer - and remember the article only if it is new.
 # KEYS: title keys, text keys, URL keys, two band keys per band (current, previous), own signature key.
 # ARGV: id, title ttl, seen ttl, threshold, signature, signature key prefix, counts (title, text, url, bands),
-#       band fields.
+#       mode ("both": check, then remember if new; "check": no writes; "remember": no check), band fields.
 # The candidates' signature keys are built in the script (they depend on what the bands hold); fine on a
 # single Redis, which is what the workers share.
 _STORY = """
@@ -412,6 +427,7 @@ local threshold, sig, sig_prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local nt, nx, nu, nb = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local ti, xi, ui, bi = 1, 1 + nt, 1 + nt + nx, 1 + nt + nx + nu
 local idlen = #aid
+local mode = ARGV[11]
 
 local function holder(first, count)
   for i = first, first + count - 1 do
@@ -421,15 +437,17 @@ local function holder(first, count)
   return nil
 end
 
-local of = holder(ti, nt)
-local reason = 'title'
+local of, reason = nil, nil
+if mode ~= 'remember' then
+of = holder(ti, nt)
+reason = 'title'
 if not of then of, reason = holder(xi, nx), 'exact_text' end
 if not of and nb > 0 then
   local best, seen = 0, {}
   local slots = #sig / 4
   for b = 0, nb - 1 do
     for g = 0, 1 do
-      local v = redis.call('HGET', KEYS[bi + 2 * b + g], ARGV[11 + b])
+      local v = redis.call('HGET', KEYS[bi + 2 * b + g], ARGV[12 + b])
       if v then
         for j = 1, #v, idlen do
           local c = string.sub(v, j, j + idlen - 1)
@@ -452,7 +470,12 @@ if not of and nb > 0 then
   reason = 'near_text'
 end
 if not of then of, reason = holder(ui, nu), 'url' end
+end
 
+if mode == 'check' then
+  if of then return {of, reason} end
+  return {}
+end
 if of then
   -- This article's URLs now lead to the original too, so a later copy at one of them is recognised.
   for i = ui, ui + nu - 1 do redis.call('SET', KEYS[i], of, 'NX', 'EX', seen_ttl) end
@@ -465,7 +488,7 @@ for i = ui, ui + nu - 1 do redis.call('SET', KEYS[i], aid, 'NX', 'EX', seen_ttl)
 if nb > 0 then
   redis.call('SET', KEYS[#KEYS], sig, 'EX', title_ttl)
   for b = 0, nb - 1 do
-    local k, f = KEYS[bi + 2 * b], ARGV[11 + b]
+    local k, f = KEYS[bi + 2 * b], ARGV[12 + b]
     local v = redis.call('HGET', k, f)
     if not v then
       redis.call('HSET', k, f, aid)
