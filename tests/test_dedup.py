@@ -290,11 +290,11 @@ def test_claim_never_puts_raw_ids_in_keys(redis_client: redis.Redis) -> None:
 # --- the same story ---------------------------------------------------------------------------------------
 
 
-def syndicated(text: str, seed: int) -> str:
-    """A partner site's copy: a dateline, a couple of words edited, the last sentence cut, a credit."""
+def syndicated(text: str, seed: int, edits: int = 3) -> str:
+    """A partner site's copy: a dateline, a few words edited, the last sentence cut, a credit."""
     rng = random.Random(seed)
     tokens = text.split(" ")
-    for i in rng.sample(range(len(tokens)), 3):
+    for i in rng.sample(range(len(tokens)), edits):
         tokens[i] = "edited"
     body = " ".join(tokens)
     body = body[: body.rfind(".", 0, len(body) - 2) + 1]
@@ -384,7 +384,9 @@ def test_concurrent_copies_have_one_original(redis_client: redis.Redis, settings
     n = 8
 
     def work(i: int) -> Duplicate | None:
-        body = text if variant == "exact" else syndicated(text, i)
+        # One edit per copy: every pair of copies stays well above the threshold (two copies with 3 edits
+        # each sit at Jaccard ~0.9, where the 128-value estimate dips under 0.85 for a few pairs in 100).
+        body = text if variant == "exact" else syndicated(text, i, edits=1)
         index = StoryIndex(redis.Redis(connection_pool=redis_client.connection_pool), settings)
         return index.check_and_remember(aid(i), f"Own headline {i} of this copy", body, url(i))
 
@@ -392,6 +394,23 @@ def test_concurrent_copies_have_one_original(redis_client: redis.Redis, settings
     originals = [i for i, r in enumerate(results) if r is None]
     assert len(originals) == 1
     assert all(r.of == aid(originals[0]) for r in results if r is not None)
+
+
+def test_find_duplicate_reads_and_remember_writes(index: StoryIndex) -> None:
+    text = article_text(80, 400)
+    title = "Parliament approves the new climate law"
+    assert index.find_duplicate(aid(1), title, text, url(1)) is None
+    assert index.find_duplicate(aid(2), title, text, url(2)) is None  # nothing was remembered
+    index.remember(aid(1), title, text, [url(1), url(1, "amp.example.com")])
+    assert index.find_duplicate(aid(1), title, text, url(1)) is None  # never a duplicate of itself
+    assert index.find_duplicate(aid(2), title, text, url(2)) == Duplicate(of=aid(1), reason="title")
+    assert index.find_duplicate(aid(3), "Another headline entirely here", syndicated(text, 3), url(3)) == \
+        Duplicate(of=aid(1), reason="near_text")
+    assert index.find_duplicate(aid(4), "", article_text(81), url(4), alt_urls=[url(1, "amp.example.com")]) \
+        == Duplicate(of=aid(1), reason="url")
+    # remember never takes over an existing entry: the first article stays the original.
+    index.remember(aid(5), title, text, [url(5)])
+    assert index.check_and_remember(aid(6), title, text, url(6)) == Duplicate(of=aid(1), reason="title")
 
 
 def test_story_keys_are_hashed_and_expire(redis_client: redis.Redis, index: StoryIndex) -> None:

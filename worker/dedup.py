@@ -119,12 +119,14 @@ def shingle_hashes(tokens: Sequence[str], size: int = SHINGLE_WORDS) -> npt.NDAr
 def minhash(tokens: Sequence[str]) -> npt.NDArray[np.uint32]:
     """MinHash signature (``NUM_PERM`` 32-bit values) of the text's word shingles."""
     h = shingle_hashes(tokens)
-    sig = np.full(NUM_PERM, 0xFFFFFFFF, dtype=np.uint64)
+    sig = np.full(NUM_PERM, 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
     for start in range(0, len(h), _CHUNK):
-        block = h[start : start + _CHUNK, None]
-        # multiply-add-shift: one cheap universal hash per permutation, top 32 bits kept.
-        sig = np.minimum(sig, ((block * _PERM_A + _PERM_B) >> np.uint64(32)).min(axis=0))
-    return sig.astype(np.uint32)
+        # multiply-add-shift: one cheap universal hash per permutation, top 32 bits kept. The shift is
+        # monotonic, so it is applied once to the minima rather than to the whole (rows x 128) block.
+        block = h[start : start + _CHUNK, None] * _PERM_A
+        block += _PERM_B
+        np.minimum(sig, block.min(axis=0), out=sig)
+    return (sig >> np.uint64(32)).astype(np.uint32)
 
 
 def band_hashes(sig: npt.NDArray[np.uint32]) -> list[int]:
@@ -439,37 +441,37 @@ end
 
 local of, reason = nil, nil
 if mode ~= 'remember' then
-of = holder(ti, nt)
-reason = 'title'
-if not of then of, reason = holder(xi, nx), 'exact_text' end
-if not of and nb > 0 then
-  local best, seen = 0, {}
-  local slots = #sig / 4
-  for b = 0, nb - 1 do
-    for g = 0, 1 do
-      local v = redis.call('HGET', KEYS[bi + 2 * b + g], ARGV[12 + b])
-      if v then
-        for j = 1, #v, idlen do
-          local c = string.sub(v, j, j + idlen - 1)
-          if c ~= aid and not seen[c] then
-            seen[c] = true
-            local other = redis.call('GET', sig_prefix .. c)
-            if other and #other == #sig then
-              local same = 0
-              for p = 1, #sig, 4 do
-                if string.sub(sig, p, p + 3) == string.sub(other, p, p + 3) then same = same + 1 end
+  of = holder(ti, nt)
+  reason = 'title'
+  if not of then of, reason = holder(xi, nx), 'exact_text' end
+  if not of and nb > 0 then
+    local best, seen = 0, {}
+    local slots = #sig / 4
+    for b = 0, nb - 1 do
+      for g = 0, 1 do
+        local v = redis.call('HGET', KEYS[bi + 2 * b + g], ARGV[12 + b])
+        if v then
+          for j = 1, #v, idlen do
+            local c = string.sub(v, j, j + idlen - 1)
+            if c ~= aid and not seen[c] then
+              seen[c] = true
+              local other = redis.call('GET', sig_prefix .. c)
+              if other and #other == #sig then
+                local same = 0
+                for p = 1, #sig, 4 do
+                  if string.sub(sig, p, p + 3) == string.sub(other, p, p + 3) then same = same + 1 end
+                end
+                local est = same / slots
+                if est >= threshold and est > best then best, of = est, c end
               end
-              local est = same / slots
-              if est >= threshold and est > best then best, of = est, c end
             end
           end
         end
       end
     end
+    reason = 'near_text'
   end
-  reason = 'near_text'
-end
-if not of then of, reason = holder(ui, nu), 'url' end
+  if not of then of, reason = holder(ui, nu), 'url' end
 end
 
 if mode == 'check' then
@@ -531,17 +533,38 @@ class StoryIndex:
 
         Same story: the same normalised title within ``title_window_hours``; the same text (word sequence,
         >= 10 words); a nearly identical text (estimated Jaccard of 5-word shingles >= ``near_dup_threshold``,
-        texts of >= 50 words, within the title window); or one of its URLs (canonical, final, rel=canonical)
-        already belonging to another article. An article is never a duplicate of itself, so a redelivery gets
-        None again (or the same answer as the first time).
+        texts of >= 50 words, within the title window); or one of its URLs (canonical, final, rel=canonical,
+        og:url, AMP) already belonging to another article. An article is never a duplicate of itself, so a
+        redelivery gets None again (or the same answer as the first time).
+
+        Titles match only when equal after normalisation. A headline edited by a few words is left to the
+        text checks: a copy with an edited headline nearly always carries (nearly) the same text, while a
+        fuzzy headline match would merge distinct stories that share a formula ("Live: ..." "... dies at 84").
+
+        Race handling: the checks and the remembering are one Lua script, and Redis runs scripts one at a
+        time, so of two workers handling copies of one story at the same moment, the first registers its
+        title, text hash, bands and signature before the second looks: exactly one of them gets None.
         """
-        if not _HEX16.fullmatch(article_id):
-            raise ValueError(f"article ids are 16 hex characters: {article_id[:40]!r}")
-        fp = Fingerprint.of(title, text)
-        return self.check_fingerprint(article_id, fp, [canonical_url, *alt_urls])
+        return self._run(article_id, Fingerprint.of(title, text), [canonical_url, *alt_urls], "both")
+
+    def find_duplicate(self, article_id: str, title: str, text: str, canonical_url: str,
+                       alt_urls: Sequence[str] = ()) -> Duplicate | None:
+        """The same verdict as ``check_and_remember``, without remembering anything. Racy by nature: use
+        ``check_and_remember`` when the answer decides whether to publish."""
+        return self._run(article_id, Fingerprint.of(title, text), [canonical_url, *alt_urls], "check")
+
+    def remember(self, article_id: str, title: str, text: str, urls: Sequence[str]) -> None:
+        """Register the article as an original without checking (never replaces an existing entry)."""
+        self._run(article_id, Fingerprint.of(title, text), urls, "remember")
 
     def check_fingerprint(self, article_id: str, fp: Fingerprint, urls: Sequence[str]) -> Duplicate | None:
         """``check_and_remember`` on a precomputed fingerprint."""
+        return self._run(article_id, fp, urls, "both")
+
+    def _run(self, article_id: str, fp: Fingerprint, urls: Sequence[str],
+             mode: Literal["both", "check", "remember"]) -> Duplicate | None:
+        if not _HEX16.fullmatch(article_id):
+            raise ValueError(f"article ids are 16 hex characters: {article_id[:40]!r}")
         title_keys = [key("story", "t", digest(fp.title, 32))] if fp.title else []
         text_keys = [key("story", "x", fp.exact)] if fp.exact else []
         url_keys = list(dict.fromkeys(key("story", "u", self._url_part(u)) for u in urls if u))
@@ -557,7 +580,7 @@ class StoryIndex:
                 fields.append(field)
         args: list[Any] = [article_id, self.title_ttl, self.seen_ttl, repr(self.settings.near_dup_threshold),
                            sig, key("story", "s", ""), len(title_keys), len(text_keys), len(url_keys),
-                           len(fields), *fields]
+                           len(fields), mode, *fields]
         keys = [*title_keys, *text_keys, *url_keys, *band_keys, key("story", "s", article_id)]
         result = self._script(keys=keys, args=args)
         if not result:

@@ -305,14 +305,15 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 def cpu_seconds(roles: Mapping[str, int]) -> dict[str, float]:
-    """CPU time (user + system) so far of each role's process and all its descendants."""
+    """CPU time (user + system) so far of each role's process and its descendants; this process (the
+    benchmark, the parent of everything) counts alone."""
     import psutil
 
     out: dict[str, float] = {}
     for role, pid in roles.items():
         try:
             proc = psutil.Process(pid)
-            procs = [proc, *proc.children(recursive=True)]
+            procs = [proc] if pid == os.getpid() else [proc, *proc.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
         total = 0.0

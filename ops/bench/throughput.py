@@ -66,23 +66,24 @@ def decoded(page: Page) -> str:
 # --- (a) the CPU limit --------------------------------------------------------------------------------------
 
 
-def loop_rate(fn: Callable[[str], Any], htmls: list[str], rounds: int) -> float:
+def loop_rate(fn: Callable[[str], Any], htmls: list[str], rounds: int) -> tuple[float, float]:
     """Pages/s of ``fn`` over ``htmls``: best of ``rounds`` passes (the machine is shared and noisy), after a
     warm-up on a few pages (lazy imports, compiled patterns). Keep ``rounds`` at 1 for a figure comparable
     with the pipeline: htmldate/dateparser cache per string, so a second pass over the same pages is faster
     than anything a worker sees."""
     for html in htmls[:: max(1, len(htmls) // 5)][:5]:
         fn(html)
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(rounds):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for html in htmls:
             fn(html)
         best = min(best, time.perf_counter() - started)
-    return len(htmls) / best
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return len(htmls) / best, best_cpu * 1000 / len(htmls)
 
 
-def bare_rates(htmls: list[str], rounds: int) -> dict[str, float]:
+def bare_rates(htmls: list[str], rounds: int) -> dict[str, tuple[float, float]]:
     import trafilatura
     from trafilatura.settings import set_date_params
 
@@ -152,8 +153,9 @@ def py_spy(pid: int, out: Path) -> Iterator[None]:
 
 
 def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurrency: int, hold: float,
-                 timeout: float, redis_pid: int, spy: Path | None = None) -> tuple[float, dict[str, int], float]:
-    """One cold run on an empty database; returns (pages/s, run totals, seconds)."""
+                 timeout: float, redis_pid: int, spy: Path | None = None) -> tuple[float, dict[str, int], float, float]:
+    """One cold run on an empty database; returns (pages/s, run totals, seconds, CPU ms per page of the
+    worker, Redis and the HTTP server together)."""
     from worker.feeds import Feed
     from worker.schedule import Schedule
     from worker.tasks import poll_feed
@@ -192,7 +194,7 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurre
     print(f"  CPU ms per page (-c {concurrency}): total={sum(cpu.values()):.1f} "
           + " ".join(f"{k.replace(' ', '_')}={v:.1f}" for k, v in cpu.items())
           + f"; wall ms per page {seconds * 1000 / n_pages:.1f} on {os.cpu_count()} cores")
-    return n_pages / seconds, totals, seconds
+    return n_pages / seconds, totals, seconds, sum(v for k, v in cpu.items() if k != "bench")
 
 
 @contextmanager
@@ -368,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
           f"on average")
 
     rates = bare_rates(htmls, args.rounds)
-    print("(a) extraction loop in one process, pages/s (best of {}): ".format(args.rounds)
-          + "  ".join(f"{k}={v:.1f}" for k, v in rates.items()))
+    print(f"(a) extraction loop in one process (best of {args.rounds}), pages/s wall [CPU ms/page]: "
+          + "  ".join(f"{k}={v:.1f} [{c:.1f}]" for k, (v, c) in rates.items()))
 
     redis_server = benchlib.start_redis()
     server, by_host = serve(pages)
@@ -379,23 +381,28 @@ def main(argv: list[str] | None = None) -> int:
         spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
         if spy is not None:
             spy.unlink(missing_ok=True)
-        p1, totals1, s1 = run_pipeline(server, by_host, 1, args.hold, args.timeout, redis_server.proc.pid, spy)
+        p1, totals1, s1, c1 = run_pipeline(server, by_host, 1, args.hold, args.timeout, redis_server.proc.pid, spy)
         print(f"(b) pipeline, 1 worker process: {len(pages)} pages in {s1:.1f} s = {p1:.1f} pages/s; "
               f"run totals {benchlib.jdump(totals1)}")
         if spy is not None:
             summarise_spy(spy)
-        p2 = s2 = float("nan")
+        p2 = s2 = c2 = float("nan")
         if not args.no_two:
-            p2, totals2, s2 = run_pipeline(server, by_host, 2, args.hold, args.timeout, redis_server.proc.pid)
+            p2, totals2, s2, c2 = run_pipeline(server, by_host, 2, args.hold, args.timeout, redis_server.proc.pid)
             print(f"(c) pipeline, 2 worker processes: {len(pages)} pages in {s2:.1f} s = {p2:.1f} pages/s; "
                   f"run totals {benchlib.jdump(totals2)}")
     finally:
         server.stop()
         redis_server.stop()
     os.environ.pop("REDIS_URL", None)
-    bare = rates["bare"]
-    print(f"throughput pages={len(pages)} hold={args.hold:g} bare={bare:.1f} extract_page={rates['extract_page']:.1f} "
-          f"pipeline_1={p1:.1f} ratio={p1 / bare:.2f} pipeline_2={p2:.1f} scaling={p2 / p1:.2f}")
+    bare, bare_cpu = rates["bare"]
+    print(f"CPU per page: bare {bare_cpu:.1f} ms, extract_page {rates['extract_page'][1]:.1f} ms, pipeline "
+          f"(worker + Redis + HTTP server) {c1:.1f} ms with -c 1, {c2:.1f} ms with -c 2: CPU-bound ceiling "
+          f"{1000 / c1:.1f} pages/s per core; cpu_ratio = bare / pipeline CPU = {bare_cpu / c1:.2f}")
+    print(benchlib.machine())
+    print(f"throughput pages={len(pages)} hold={args.hold:g} bare={bare:.1f} extract_page={rates['extract_page'][0]:.1f} "
+          f"pipeline_1={p1:.1f} ratio={p1 / bare:.2f} pipeline_2={p2:.1f} scaling={p2 / p1:.2f} "
+          f"cpu_ms_bare={bare_cpu:.1f} cpu_ms_pipeline={c1:.1f} cpu_ratio={bare_cpu / c1:.2f}")
     return 0
 
 

@@ -147,18 +147,19 @@ _EN = _Lang(
                    "Harbour Community College", "Westgate High School"),
     },
     generic=(
-        "“We have been asking for this for {n} years,” said {person}, {role}.",
-        "{person}, {role}, called the news {verdict}.",
-        "{person}, {role}, said the plans were {verdict} but asked for more detail.",
-        "A public meeting will be held at the {venue} on {day} at {clock}.",
-        "Further details are due to be published in {month}.",
-        "A petition on the subject has gathered {num} signatures since {month}.",
-        "“It is a big day for {district},” said {person}, who has lived on {street} for {n} years.",
-        "Neighbours on {street} said they had heard nothing about it until {day}.",
-        "The {venue} will host an open evening for questions on {day}.",
-        "{person} said the town had changed a great deal since {year}.",
-        "Asked about the timing, {person} said {month} was the earliest realistic date.",
-        "At least {n} local groups have written to support the idea.",
+        "“We have been [asking|waiting|campaigning] for this for {n} years,” [said|says] {person}, {role}.",
+        "{person}, {role}, [called the news|described the decision as] {verdict}.",
+        "{person}, {role}, said the plans [were|looked] {verdict} but [asked for|wanted] more detail.",
+        "A public meeting [will be held|is planned|takes place] at the {venue} on {day} at {clock}.",
+        "[Further|More] details are [due to be published|expected] in {month}.",
+        "A petition [on the subject|against the idea|for the scheme] has [gathered|collected] {num} signatures "
+        "since {month}.",
+        "“It is a [big|good|long-awaited] day for {district},” said {person}, who has lived on {street} for {n} years.",
+        "Neighbours on {street} [said they had heard|learned] nothing about it until {day}.",
+        "The {venue} will [host|hold] an open evening for questions on {day}.",
+        "{person} [said|remarked that] the town had changed [a great deal|beyond recognition] since {year}.",
+        "Asked about the timing, {person} [said|suggested] {month} was the earliest [realistic|likely] date.",
+        "At least {n} local [groups|clubs|charities] have written to [support|back] the idea.",
     ),
     topics=(
         _Topic(
@@ -212,15 +213,15 @@ _EN = _Lang(
                     "Station upgrade at {station} runs {n} months late",
                     "Passenger numbers on the {line} rise by {pct} per cent"),
             sentences=(
-                "The first train will leave {station} at {clock} on weekdays.",
-                "Engineers will replace {num} metres of track near {district}.",
-                "{person}, {role}, said passengers should allow an extra {n} minutes for the journey.",
-                "Replacement buses will run from the stop on {street} every {n2} minutes.",
-                "About {big} people use the line each week, according to the operator.",
-                "Tickets bought before {month} will still be valid on the new trains.",
-                "The new carriages have room for {n} bicycles and step-free access.",
-                "Commuters from {district} have complained about crowded trains since {month}.",
-                "The operator said {pct} per cent of trains ran on time in {month}.",
+                "The first train will [leave|depart from] {station} at {clock} on [weekdays|Sundays|Saturdays].",
+                "Engineers will [replace|relay] {num} metres of track near {district}.",
+                "{person}, {role}, said passengers should allow an extra {n} minutes for the [journey|trip].",
+                "Replacement buses will [run|leave] from the stop on {street} every {n2} minutes.",
+                "About {big} people [use|travel on] the line each week, according to the operator.",
+                "Tickets bought before {month} will [still be valid|be accepted] on the new trains.",
+                "The new carriages have room for {n} bicycles and [step-free access|wider doors].",
+                "Commuters from {district} have [complained about|reported] crowded trains since {month}.",
+                "The operator said {pct} per cent of trains [ran|arrived] on time in {month}.",
                 "A new footbridge at {station} will open on {day} {n} {month}.",
             ),
             background=("The {line} opened in 1871 to carry slate from the quarries to the harbour at {town}. "
@@ -236,16 +237,17 @@ _EN = _Lang(
                     "Ferry operator adds {n} sailings to {island}",
                     "Harbour trust plans new pontoon for {n} boats"),
             sentences=(
-                "Boats landed {n} tonnes of {fish} at the fish market on {day}.",
-                "The harbour master, {person}, said the channel had silted up by {n2} centimetres.",
-                "{n} boats are registered at the harbour, down from {num} two decades ago.",
-                "The ferry to {island} will run {n} times a day from {month}.",
-                "Dredgers will remove about {big} cubic metres of silt from the inner basin.",
-                "{person}, who has fished from the quay for {n} years, said prices at auction had fallen.",
-                "Visitor moorings on the east pontoon will be closed for {n2} weeks.",
-                "Auction prices for {fish} rose by {pct} per cent over the winter.",
-                "The crew of the {boat} were praised for towing a stranded yacht to safety.",
-                "Crab pots left on the slipway near {street} will be removed on {day}.",
+                "Boats landed {n} tonnes of {fish} at the [fish market|auction|quay] on {day}.",
+                "The harbour master, {person}, said the channel had [silted up|filled] by {n2} centimetres.",
+                "{n} boats are registered at the harbour, down from {num} [two decades|twenty years] ago.",
+                "The ferry to {island} will [run|sail] {n} times a day from {month}.",
+                "Dredgers will [remove|lift] about {big} cubic metres of silt from the [inner basin|channel].",
+                "{person}, who has fished from the quay for {n} years, said [prices at auction|auction prices] "
+                "had [fallen|dropped].",
+                "Visitor moorings on the [east|west] pontoon will be closed for {n2} weeks.",
+                "Auction prices for {fish} rose by {pct} per cent over the [winter|spring].",
+                "The crew of the {boat} were praised for towing a [stranded|drifting] yacht to safety.",
+                "Crab pots left on the slipway near {street} will be [removed|cleared] on {day}.",
             ),
             words={"fish": ("mackerel", "crab", "sole", "lobster", "sea bass", "pollock", "scallops", "hake"),
                    "island": ("Gannet Isle", "Skerra", "Holm Minor", "Little Brant Island"),
@@ -421,9 +423,10 @@ _FR = _Lang(
         "last": ("Le Bihan", "Morvan", "Guéguen", "Kerouac", "Le Goff", "Tanguy", "Riou", "Cadiou",
                  "Le Dantec", "Quéré", "Floch", "Jaouen", "Le Roux", "Nédélec", "Prigent", "Salaün"),
         "street": ("rue du Quai", "rue des Cordiers", "place du Marché", "rue de la Douane", "rue de l'Église",
-                   "avenue de la Gare", "rue des Tanneurs", "allée du Phare", "rue du Moulin", "impasse des Mouettes"),
-        "district": ("la vieille ville", "le quartier de la Gare", "les Salines", "Kerbriant", "le Bas-Port",
-                     "la Corniche", "les Hauts-de-Lande", "le Vallon"),
+                   "rue de la Gare", "rue des Tanneurs", "rue du Phare", "rue du Moulin", "place des Mouettes"),
+        # No leading article, so "près de {district}" never needs a contraction ("du", "des").
+        "district": ("Kerbriant", "Saint-Ernel", "Pors-Moren", "Lann-Vraz", "Kervelen", "Roc'h-Glaz",
+                     "Penhoat", "Goas-Treiz"),
         "day": ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"),
         "month": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "septembre", "octobre",
                   "novembre", "décembre"),
@@ -438,15 +441,20 @@ _FR = _Lang(
         "rival": ("Stade Plouvenec", "US Kermaria", "AS Trolac", "FC Beaumorin", "Étoile de Lanric"),
     },
     generic=(
-        "« Nous attendions cela depuis {n} ans », confie {person}, {role}.",
+        "« Nous [attendions|réclamions] cela depuis {n} ans », [confie|explique] {person}, {role}.",
         "{person}, {role}, juge la nouvelle {verdict}.",
-        "Une réunion publique aura lieu à la {venue} {day} à {clock}.",
-        "D'autres détails seront connus en {month}.",
-        "Une pétition a déjà recueilli {num} signatures depuis {month}.",
-        "« C'est une grande journée pour {district} », estime {person}, qui habite {street} depuis {n} ans.",
-        "Les riverains de la {street} disent n'avoir rien su avant {day}.",
-        "Selon {person}, la ville a beaucoup changé depuis {year}.",
-        "Au moins {n} associations locales ont écrit pour soutenir le projet.",
+        "Une réunion publique [aura lieu|est prévue] à la {venue} {day} à {clock}.",
+        "[D'autres|De nouveaux] détails seront [connus|dévoilés] en {month}.",
+        "Une pétition a déjà [recueilli|rassemblé] {num} signatures depuis {month}.",
+        "« C'est une [grande|belle] journée pour {district} », [estime|se réjouit] {person}, qui habite {street} "
+        "depuis {n} ans.",
+        "Les riverains de la {street} [disent n'avoir rien su avant|n'ont été prévenus que] {day}.",
+        "Selon {person}, la ville a [beaucoup|profondément] changé depuis {year}.",
+        "Au moins {n} associations [locales|du quartier] ont écrit pour [soutenir|appuyer] le projet.",
+        "[Interrogé|Sollicité] par notre rédaction, {person} [n'a pas souhaité|a refusé de] commenter.",
+        "{person}, {role}, [espère|souhaite] une décision [rapide|claire] avant {month}.",
+        "La question sera de nouveau [abordée|débattue] lors du conseil de {month}.",
+        "Sur les réseaux sociaux, {num} [messages|commentaires] ont été publiés en {n} jours.",
     ),
     topics=(
         _Topic(
@@ -456,12 +464,14 @@ _FR = _Lang(
                     "Les élus divisés sur {project}"),
             sentences=(
                 "Les élus ont voté par {many} voix contre {few} {day} soir en faveur de {project}.",
-                "Le projet coûtera environ {money}, selon un rapport présenté en commission.",
-                "{person}, qui préside la commission d'urbanisme, évoque {n} mois de discussions.",
-                "Les habitants de {district} ont envoyé {num} courriers avant la séance.",
-                "Les travaux de {project} pourraient commencer en {month}.",
-                "L'opposition demande pourquoi le coût a augmenté de {pct} % en un an.",
-                "Selon les services, {num} foyers de {district} seront concernés par le chantier.",
+                "Le projet coûtera [environ|près de] {money}, selon un rapport [présenté|examiné] en commission.",
+                "{person}, qui préside la commission d'urbanisme, évoque {n} mois de [discussions|négociations].",
+                "Les habitants de {district} ont [envoyé|adressé] {num} courriers [avant la séance|à la mairie].",
+                "Les travaux de {project} pourraient [commencer|démarrer] en {month}.",
+                "La séance a duré {n} heures et s'est terminée [peu avant|après] minuit.",
+                "Un second vote sur {project} est [attendu|prévu] en {month}.",
+                "L'opposition [demande|veut savoir] pourquoi le coût a [augmenté|grimpé] de {pct} % en un an.",
+                "Selon les services, {num} foyers de {district} seront [concernés par|gênés par] le chantier.",
             ),
             words={"project": ("la piste cyclable", "la rénovation des halles", "la nouvelle école",
                                "l'extension de la médiathèque", "le parking relais", "l'éclairage public")},
@@ -472,13 +482,15 @@ _FR = _Lang(
                     "Brouillard : les bateaux retardés de {n} heures",
                     "Vigilance levée à {district} après {n} jours de pluie"),
             sentences=(
-                "Les prévisionnistes annoncent des rafales jusqu'à {kmh} km/h sur la côte {day}.",
-                "Le pluviomètre de {district} a relevé {n} millimètres en {n2} heures.",
-                "Plusieurs rues de {district} ont été fermées après le débordement des égouts.",
-                "{person}, qui tient un café {street}, raconte que l'eau a atteint la porte vers {clock}.",
-                "Les températures devraient descendre à {temp} degrés cette nuit.",
-                "Les pompiers ont dégagé {n} arbres tombés avant l'aube.",
-                "Des sacs de sable ont été distribués à {num} foyers depuis la {venue}.",
+                "Les prévisionnistes [annoncent|prévoient] des rafales jusqu'à {kmh} km/h sur la côte {day}.",
+                "Le pluviomètre de {district} a [relevé|enregistré] {n} millimètres en {n2} heures.",
+                "Les bateaux sont restés à quai pendant {n} heures [à cause du|en raison du] vent.",
+                "Une alerte orange [a été|reste] en vigueur jusqu'à {clock} {day}.",
+                "Plusieurs rues de {district} ont été [fermées|coupées] après le débordement des égouts [vers|peu après] {clock}.",
+                "{person}, qui tient un café {street}, raconte que l'eau a [atteint|léché] la porte vers {clock}.",
+                "Les températures devraient [descendre|chuter] à {temp} degrés [cette nuit|dans la nuit de {day}].",
+                "Les pompiers ont [dégagé|tronçonné] {n} arbres tombés [avant l'aube|dans {district}].",
+                "Des sacs de sable ont été [distribués|remis] à {num} foyers depuis la {venue}.",
             ),
             words={"storm": ("Aline", "Brieuc", "Cyrielle", "Denez", "Enora", "Florian")},
         ),
@@ -488,13 +500,17 @@ _FR = _Lang(
                     "La {line} fermée {n} semaines pour travaux",
                     "Hausse de {pct} % du nombre de voyageurs sur la {line}"),
             sentences=(
-                "Le premier train quittera la {station} à {clock} en semaine.",
-                "Les ouvriers remplaceront {num} mètres de voie près de {district}.",
-                "{person}, {role}, conseille de prévoir {n} minutes de plus pour le trajet.",
-                "Des cars de substitution partiront de la {street} toutes les {n2} minutes.",
-                "Environ {big} personnes empruntent la ligne chaque semaine.",
-                "Les usagers de {district} se plaignent de trains bondés depuis {month}.",
-                "Selon l'exploitant, {pct} % des trains étaient à l'heure en {month}.",
+                "Le premier train [quittera|partira de] la {station} à {clock} [en semaine|le {day}].",
+                "Les ouvriers [remplaceront|renouvelleront] {num} mètres de voie près de {district}.",
+                "Les nouvelles rames offrent {n} places pour les vélos [et un accès de plain-pied|et des portes plus larges].",
+                "{person}, {role}, [conseille|recommande] de prévoir {n} minutes de plus pour le [trajet|voyage].",
+                "Des cars de substitution [partiront|circuleront] depuis la {street} toutes les {n2} minutes.",
+                "[Environ|Près de] {big} personnes empruntent la ligne chaque [semaine|mois], selon l'exploitant.",
+                "Les usagers de {district} se plaignent de trains [bondés|en retard] depuis {month}.",
+                "La rénovation des quais de la {station} [coûtera|devrait coûter] {money}.",
+                "Les abonnés de {district} auront une réduction de {pct} % [jusqu'en|pendant tout] {month}.",
+                "Un passage à niveau près de {district} sera [équipé de barrières|sécurisé] d'ici {month}.",
+                "[Selon|D'après] l'exploitant, {pct} % des trains [étaient à l'heure|sont arrivés à l'heure] en {month}.",
             ),
             background=("La {line} a été ouverte en 1871 pour acheminer l'ardoise des carrières jusqu'au port "
                         "de {town}. Le service voyageurs s'est arrêté en 1968 et la voie est restée à "
@@ -508,13 +524,17 @@ _FR = _Lang(
                     "La flottille débarque {n} tonnes de {fish} en une semaine",
                     "{n} rotations de plus vers {island}"),
             sentences=(
-                "Les bateaux ont débarqué {n} tonnes de {fish} à la criée {day}.",
-                "{person}, responsable du port, indique que le chenal s'est envasé de {n2} centimètres.",
-                "Le port compte {n} bateaux immatriculés, contre {num} il y a vingt ans.",
-                "La navette vers {island} fera {n} allers-retours par jour dès {month}.",
-                "Les dragues retireront environ {big} mètres cubes de vase du bassin.",
-                "{person}, qui pêche depuis {n} ans, regrette la baisse des prix à la criée.",
-                "Le prix du kilo de {fish} a progressé de {pct} % cet hiver.",
+                "Les bateaux ont [débarqué|vendu] {n} tonnes de {fish} à la criée {day}.",
+                "{person}, responsable du port, [indique|précise] que le chenal s'est envasé de {n2} centimètres.",
+                "Le port compte {n} bateaux [immatriculés|en activité], contre {num} il y a [vingt|trente] ans.",
+                "La navette vers {island} fera {n} allers-retours par jour [dès|à partir de] {month}.",
+                "Les pontons [visiteurs|de plaisance] resteront fermés pendant {n2} semaines.",
+                "Les dragues [retireront|extrairont] environ {big} mètres cubes de vase du [bassin|chenal].",
+                "Les plaisanciers de {district} [attendent|réclament] {n} places de plus au ponton.",
+                "Le syndicat du port [a voté|a approuvé] un budget de {money} pour la digue.",
+                "Les mareyeurs ont acheté {num} caisses de {fish} [lors de la vente|à la criée] de {day}.",
+                "{person}, qui pêche depuis {n} ans, [regrette|déplore] la baisse des prix à la criée.",
+                "Le prix du kilo de {fish} a [progressé|augmenté] de {pct} % [cet hiver|ce printemps].",
             ),
             background=("Le port de {town} a été construit dans les années 1820 par des négociants qui "
                         "faisaient le commerce du bois de l'autre côté de la baie. La grande digue a été "
@@ -528,12 +548,13 @@ _FR = _Lang(
                     "Le {club} recrute l'attaquant {person}",
                     "But tardif de {person}, le {club} arrache le nul face à {rival}"),
             sentences=(
-                "{person} a ouvert le score à la {minute}e minute d'une frappe à ras de terre.",
-                "Le {club} pointe désormais à la {n}e place, à {n2} points du leader.",
-                "Les visiteurs de {rival} ont tenté {n} tirs sans tromper le gardien.",
-                "Sur le banc, {person} salue le travail du groupe depuis la défaite de {month}.",
-                "{big} spectateurs ont assisté à la rencontre au {ground}.",
-                "Le prochain match à domicile aura lieu {day} face à {rival}.",
+                "{person} a ouvert le score à la {minute}e minute d'une [frappe à ras de terre|tête décroisée].",
+                "Le {club} [pointe désormais|se retrouve] à la {n}e place, à {n2} points du [leader|podium].",
+                "Face au {club}, {rival} a [tenté|cadré] {n} tirs sans tromper le gardien.",
+                "Sur le banc, {person} [salue|souligne] le travail du groupe depuis la défaite de {month}.",
+                "{big} spectateurs ont [assisté à|suivi] la rencontre au {ground}.",
+                "Les supporters de {district} ont [affrété|rempli] {n} cars pour le déplacement.",
+                "Le prochain match à domicile [aura lieu|se jouera] {day} face à {rival}.",
                 "{person}, capitaine de l'équipe, compte désormais {num} matchs sous le maillot du club.",
             ),
         ),
@@ -582,7 +603,7 @@ _DE = _Lang(
                  "Asmussen", "Feddersen", "Hinrichs", "Matthiesen", "Nissen", "Rickmers", "Sievers"),
         "street": ("Hafenstraße", "Mühlengasse", "Kirchstraße", "Marktstraße", "Reeperbahn", "Bahnhofstraße",
                    "Fischergasse", "Deichstraße", "Lotsengasse"),
-        "district": ("Altstadt", "Süderhafen", "Neumoor", "Kirchberg", "Deichviertel", "Oberdorf"),
+        "district": ("Wittmoor", "Süderhafen", "Neumoor", "Kirchberg", "Norderfeld", "Oberdorf"),
         "day": ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag"),
         "month": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "September", "Oktober",
                   "November", "Dezember"),
@@ -595,15 +616,15 @@ _DE = _Lang(
         "rival": ("SV Brinkhagen", "TuS Ostersiel", "FC Lindmoor", "VfB Sandwik", "Eintracht Kirchfeld"),
     },
     generic=(
-        "„Darauf warten wir seit {n} Jahren“, sagt {person}, {role}.",
+        "„Darauf [warten|hoffen] wir seit {n} Jahren“, [sagt|meint] {person}, {role}.",
         "{person}, {role}, findet die Nachricht {verdict}.",
-        "Eine Bürgerversammlung findet am {day} um {clock} Uhr im {venue} statt.",
-        "Weitere Einzelheiten sollen im {month} bekannt werden.",
-        "Eine Unterschriftenliste hat seit {month} bereits {num} Unterschriften gesammelt.",
+        "Eine Bürgerversammlung [findet|ist] am {day} um {clock} Uhr im {venue} [statt|geplant].",
+        "Weitere [Einzelheiten|Details] sollen im {month} bekannt werden.",
+        "Eine Unterschriftenliste hat seit {month} bereits {num} Unterschriften [gesammelt|erhalten].",
         "„Das ist ein großer Tag für {district}“, sagt {person}, seit {n} Jahren in der {street} zu Hause.",
         "Anwohner der {street} sagen, sie hätten erst am {day} davon erfahren.",
         "Nach Ansicht von {person} hat sich die Stadt seit {year} stark verändert.",
-        "Mindestens {n} Vereine haben Briefe zur Unterstützung geschrieben.",
+        "Mindestens {n} [Vereine|Verbände] haben Briefe zur Unterstützung geschrieben.",
     ),
     topics=(
         _Topic(
@@ -645,7 +666,7 @@ _DE = _Lang(
                     "{line} für {n} Wochen gesperrt",
                     "Fahrgastzahlen auf der {line} steigen um {pct} Prozent"),
             sentences=(
-                "Der erste Zug fährt werktags um {clock} Uhr in {station} ab.",
+                "Der erste Zug fährt [werktags|sonntags] um {clock} Uhr am {station} ab.",
                 "Arbeiter erneuern {num} Meter Gleis bei {district}.",
                 "{person}, {role}, rät, {n} Minuten mehr für die Fahrt einzuplanen.",
                 "Ersatzbusse fahren alle {n2} Minuten ab der Haltestelle in der {street}.",
@@ -806,6 +827,9 @@ class DemoSite:
 # ------------------------------------------------------------------------------------------------------------
 
 _SLOT = re.compile(r"\{(\w+)\}")
+# Inline alternatives, "[said|told reporters]": they break up the fixed word runs that same-beat articles
+# would otherwise share, which is what keeps their shingle overlap low.
+_CHOICE = re.compile(r"\[([^\[\]]*)\]")
 _WORDS = re.compile(r"\w+")
 
 
@@ -832,28 +856,29 @@ class _Filler:
             return _SLOT.sub(self, r.choice(words))
         if key == "person":
             return f"{r.choice(lang.words['first'])} {r.choice(lang.words['last'])}"
-        numbers: dict[str, Callable[[], str]] = {
-            "n": lambda: str(r.randint(2, 40)),
-            "n2": lambda: str(r.randint(2, 40)),
-            "many": lambda: str(r.randint(7, 19)),
-            "few": lambda: str(r.randint(1, 6)),
-            "num": lambda: str(r.randint(41, 980)),
-            "big": lambda: _number(lang, r.randint(1200, 48000)),
-            "pct": lambda: str(r.randint(3, 65)),
-            "minute": lambda: str(r.randint(2, 89)),
-            "year": lambda: str(r.randint(1890, 1990)),
-            "age": lambda: str(r.randint(9, 17)),
-            "temp": lambda: str(r.randint(-4, 34)),
-            "kmh": lambda: str(r.randint(60, 140)),
-            "g1": lambda: str(r.randint(1, 5)),
-            "clock": lambda: f"{r.randint(6, 22):02d}:{r.choice((0, 15, 20, 30, 40, 45)):02d}",
-            "money": lambda: lang.money(r),
-            "small_money": lambda: lang.small_money(r),
-        }
-        return numbers[key]()
+        if key in _RANGES:
+            low, high = _RANGES[key]
+            return str(r.randint(low, high))
+        if key == "big":
+            return _number(lang, r.randint(1200, 48000))
+        if key == "clock":
+            return f"{r.randint(6, 22):02d}:{r.choice((0, 15, 20, 30, 40, 45)):02d}"
+        if key == "money":
+            return lang.money(r)
+        if key == "small_money":
+            return lang.small_money(r)
+        raise KeyError(key)
+
+
+_RANGES: dict[str, tuple[int, int]] = {
+    "n": (2, 40), "n2": (2, 40), "many": (7, 19), "few": (1, 6), "num": (41, 980), "pct": (3, 65),
+    "minute": (2, 89), "year": (1890, 1990), "age": (9, 17), "temp": (-4, 34), "kmh": (60, 140), "g1": (1, 5),
+}
 
 
 def _fill(template: str, filler: _Filler) -> str:
+    if "[" in template:
+        template = _CHOICE.sub(lambda m: filler.rng.choice(m.group(1).split("|")), template)
     return _SLOT.sub(filler, template)
 
 
@@ -914,7 +939,8 @@ def _new_generator(seed: str, lang: _Lang, town: str, used_titles: set[str],
 
 def _sentence(gen: _Generator, filler: _Filler, template: str) -> str | None:
     """A filled template that no article of the site (or of its ``build_many`` siblings) used yet."""
-    for _ in range(12):
+    # A few tries only: a template whose slots are nearly exhausted on this site is simply skipped.
+    for _ in range(4):
         text = _capitalise(_fill(template, filler))
         if text not in gen.used_sentences:
             gen.used_sentences.add(text)
@@ -938,7 +964,9 @@ def _make_paragraphs(gen: _Generator, topic: _Topic, words_: Mapping[str, str],
     background = gen.backgrounds.get(topic.key) if with_background else None
     budget = _MAX_WORDS - (_word_count(background) if background else 0) - 10
     floor = _MIN_WORDS + 10 - (_word_count(background) if background else 0)
-    target = min(rng.randint(_MIN_WORDS + 20, 420), budget)
+    # An article carrying the shared background gets a longer body of its own, so two such articles stay
+    # well clear of near-duplicate territory.
+    target = min(rng.randint(_MIN_WORDS + 20, 420) + (60 if background else 0), budget)
     # Topic templates and generic quotes and asides, each at most once per article so an article does not
     # repeat its own sentence shapes (or contradict itself); only a short article draws from them again.
     pool = list(topic.sentences) + list(lang.generic)
