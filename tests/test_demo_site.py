@@ -230,7 +230,7 @@ def test_other_languages_have_the_same_structure(language: str, updated: str, we
         assert all(p in text for p in art.paragraphs)
         assert re.search(updated, text) and wechat in text
         assert 150 <= len(_WORD.findall(site.expected_text(art.slug))) <= 500
-    # trafilatura leaves Document.language unset (it reads no <html lang>): the worker takes the feed's.
+    # trafilatura leaves Document.language unset; the worker falls back to <html lang> and the feed's.
     doc = trafilatura.bare_extraction(page(site, site.articles[0].slug), with_metadata=True)
     assert isinstance(doc, trafilatura.settings.Document)
     assert doc.title == site.articles[0].title and doc.sitename == site.site_name

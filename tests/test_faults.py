@@ -263,6 +263,41 @@ def test_worker_killed_mid_fetch_is_redelivered_and_published_once(tmp_path: Pat
         s.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_pool_child_killed_mid_fetch_is_requeued_at_once(tmp_path: Path, http_server: LocalServer) -> None:
+    """SIGKILL only the pool process running the fetch: the worker's main process sees the child die
+    (WorkerLostError), rejects the message with requeue (``task_reject_on_worker_lost``), a fresh child runs
+    it again straight away, with no visibility timeout to wait for, and every article is published once."""
+    s = Stack(tmp_path)
+    try:
+        site = serve_site(http_server, n=3, seed=52)
+        slow_path = article_path(site, 1)
+        original = site.routes[slow_path]
+        in_fetch = threading.Event()
+
+        def slow(handler: BaseHTTPRequestHandler) -> None:
+            in_fetch.set()
+            time.sleep(3)
+            answer(handler, original)
+
+        http_server.routes[slow_path] = quietly(slow)
+        main = s.start_worker("parent")
+        run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="child-killed")])
+        assert in_fetch.wait(90), "the worker never fetched the slow page: " + s.log_tail("parent")
+        children = Path(f"/proc/{main.pid}/task/{main.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signal.SIGKILL)
+        counts = s.wait(run_id, timeout=120)
+        assert main.poll() is None, "the worker's main process died too"
+        assert_published_once(s.published(), http_server, site)
+        assert counts.get("published:articles") == 3, counts
+        assert http_server.hits[slow_path] >= 2
+        assert "WorkerLostError" in s.log_tail("parent", 200_000)
+    finally:
+        s.close()
+
+
 # --- Redis restarted under running workers ------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ Import order matters: ``worker.app`` reads ``REDIS_URL`` when it is imported, so
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import multiprocessing as mp
@@ -152,10 +153,8 @@ class ServerProcess:
         return f"http://{host}:{self.ports[host]}{path}"
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._parent.send("stop")
-        except OSError:
-            pass
         self.proc.join(5)
         if self.proc.is_alive():
             self.proc.kill()
@@ -194,10 +193,8 @@ def _serve_on(sites: dict[str, dict[str, Route]], ports: dict[str, int], conn: C
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         bound[host] = httpd.server_address[1]
     conn.send(bound)
-    try:
+    with contextlib.suppress(EOFError):
         conn.recv()
-    except EOFError:
-        pass
     os._exit(0)
 
 

@@ -40,11 +40,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib  # noqa: E402
-from benchlib import Item, Page, ServerProcess, WorkerProc  # noqa: E402
+import benchlib
+from benchlib import Item, Page, ServerProcess
 
-from worker.demo.server import Response, Route  # noqa: E402
-from worker.fetch import FetchResult, decode_html  # noqa: E402
+from worker.demo.server import Response, Route
+from worker.fetch import FetchResult, decode_html
 
 STREAMS = ("articles", "articles.duplicates")
 
@@ -282,15 +282,14 @@ def summarise_spy(path: Path, top: int = 20) -> None:
 
 def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], report: Path) -> None:
     """The pipeline's functions called directly (no Celery, no hold) over the same pages; time per step."""
+    import logging
+
+    import structlog
     from pyinstrument import Profiler
 
     from worker import pipeline
     from worker.feeds import Feed
     from worker.settings import get_settings
-
-    import logging
-
-    import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     r = benchlib.client()

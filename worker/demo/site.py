@@ -222,7 +222,7 @@ _EN = _Lang(
                 "The new carriages have room for {n} bicycles and [step-free access|wider doors].",
                 "Commuters from {district} have [complained about|reported] crowded trains since {month}.",
                 "The operator said {pct} per cent of trains [ran|arrived] on time in {month}.",
-                "A new footbridge at {station} will open on {day} {n} {month}.",
+                "A new footbridge at {station} will open on {day} {dom} {month}.",
             ),
             background=("The {line} opened in 1871 to carry slate from the quarries to the harbour at {town}. "
                         "Passenger trains stopped running in 1968, and the track lay unused for almost forty "
@@ -486,7 +486,8 @@ _FR = _Lang(
                 "Le pluviomètre de {district} a [relevé|enregistré] {n} millimètres en {n2} heures.",
                 "Les bateaux sont restés à quai pendant {n} heures [à cause du|en raison du] vent.",
                 "Une alerte orange [a été|reste] en vigueur jusqu'à {clock} {day}.",
-                "Plusieurs rues de {district} ont été [fermées|coupées] après le débordement des égouts [vers|peu après] {clock}.",
+                "Plusieurs rues de {district} ont été [fermées|coupées] après le débordement des égouts "
+                "[vers|peu après] {clock}.",
                 "{person}, qui tient un café {street}, raconte que l'eau a [atteint|léché] la porte vers {clock}.",
                 "Les températures devraient [descendre|chuter] à {temp} degrés [cette nuit|dans la nuit de {day}].",
                 "Les pompiers ont [dégagé|tronçonné] {n} arbres tombés [avant l'aube|dans {district}].",
@@ -502,7 +503,8 @@ _FR = _Lang(
             sentences=(
                 "Le premier train [quittera|partira de] la {station} à {clock} [en semaine|le {day}].",
                 "Les ouvriers [remplaceront|renouvelleront] {num} mètres de voie près de {district}.",
-                "Les nouvelles rames offrent {n} places pour les vélos [et un accès de plain-pied|et des portes plus larges].",
+                "Les nouvelles rames offrent {n} places pour les vélos "
+                "[et un accès de plain-pied|et des portes plus larges].",
                 "{person}, {role}, [conseille|recommande] de prévoir {n} minutes de plus pour le [trajet|voyage].",
                 "Des cars de substitution [partiront|circuleront] depuis la {street} toutes les {n2} minutes.",
                 "[Environ|Près de] {big} personnes empruntent la ligne chaque [semaine|mois], selon l'exploitant.",
@@ -510,7 +512,7 @@ _FR = _Lang(
                 "La rénovation des quais de la {station} [coûtera|devrait coûter] {money}.",
                 "Les abonnés de {district} auront une réduction de {pct} % [jusqu'en|pendant tout] {month}.",
                 "Un passage à niveau près de {district} sera [équipé de barrières|sécurisé] d'ici {month}.",
-                "[Selon|D'après] l'exploitant, {pct} % des trains [étaient à l'heure|sont arrivés à l'heure] en {month}.",
+                "[Selon|D'après] l'exploitant, {pct} % des trains [étaient|sont arrivés] à l'heure en {month}.",
             ),
             background=("La {line} a été ouverte en 1871 pour acheminer l'ardoise des carrières jusqu'au port "
                         "de {town}. Le service voyageurs s'est arrêté en 1968 et la voie est restée à "
@@ -872,7 +874,8 @@ class _Filler:
 
 _RANGES: dict[str, tuple[int, int]] = {
     "n": (2, 40), "n2": (2, 40), "many": (7, 19), "few": (1, 6), "num": (41, 980), "pct": (3, 65),
-    "minute": (2, 89), "year": (1890, 1990), "age": (9, 17), "temp": (-4, 34), "kmh": (60, 140), "g1": (1, 5),
+    "minute": (2, 89), "dom": (1, 28), "year": (1890, 1990), "age": (9, 17), "temp": (-4, 34), "kmh": (60, 140),
+    "g1": (1, 5),
 }
 
 
