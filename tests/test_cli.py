@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import redis
-from worker.demo.site import build_site
 
 from worker.demo.server import LocalServer
+from worker.demo.site import build_site
 from worker.feeds import Feed, load_feeds, save_feeds
 
 

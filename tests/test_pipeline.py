@@ -12,10 +12,10 @@ from typing import Any
 import jsonschema
 import pytest
 import redis
-from worker.demo.site import build_site
 
 from tests.pipeline_helpers import poll_and_wait, published
 from worker.demo.server import LocalServer, Response
+from worker.demo.site import build_site
 from worker.feeds import Feed
 
 pytestmark = pytest.mark.usefixtures("celery_worker")

@@ -19,7 +19,7 @@ import redis
 
 from tests.pipeline_helpers import published
 from worker import runs
-from worker.demo.server import LocalServer, Response
+from worker.demo.server import LocalServer
 from worker.demo.site import build_site
 from worker.feeds import Feed, save_feeds
 from worker.redisconn import RedisServer
