@@ -58,3 +58,12 @@ def test_stats_prints_queues_and_totals(redis_client: redis.Redis) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
     assert set(data["queues"]) == {"poll", "fetch", "publish"} and "feeds_due" in data
+
+
+def test_run_demo_publishes_the_sample_site(redis_client: redis.Redis) -> None:
+    out = ingest("run", "--demo", timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("\n=== ") == 12
+    summary = json.loads(out.stdout[out.stdout.rindex("\n{") :])
+    assert summary["finished"] and summary["counts"]["published:articles"] == 12
+    assert "WeChat" not in out.stdout and "Last updated" not in out.stdout
