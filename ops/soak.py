@@ -254,8 +254,7 @@ def main() -> int:
         workers.start("soak-b")
         Schedule(r).sync(feeds)
         run_id = uuid.uuid4().hex[:12]
-        runs.start(r, run_id)
-        runs.add_pending(r, run_id, len(feeds))
+        runs.start(r, run_id, [f.id for f in feeds])
         for feed in feeds:
             workers.app.send_task("worker.tasks.poll_feed", args=(feed.id, run_id), queue="poll")
         say(f"polled {len(feeds)} feeds (run {run_id})")

@@ -21,8 +21,7 @@ def poll_and_wait(r: redis.Redis, feeds: list[Feed], timeout: float = 60) -> dic
 
     Schedule(r).sync(feeds)
     run_id = uuid.uuid4().hex[:12]
-    runs.start(r, run_id)
-    runs.add_pending(r, run_id, len(feeds))
+    runs.start(r, run_id, [f.id for f in feeds])
     for feed in feeds:
         poll_feed.apply_async((feed.id, run_id), queue="poll")
     deadline = time.monotonic() + timeout

@@ -149,8 +149,7 @@ class Stack:
         """Register ``feeds`` and send one poll each, as ``ingest run --once`` does; returns the run id."""
         Schedule(self.r).sync(feeds)
         run_id = uuid.uuid4().hex[:12]
-        runs.start(self.r, run_id)
-        runs.add_pending(self.r, run_id, len(feeds))
+        runs.start(self.r, run_id, [f.id for f in feeds])
         for feed in feeds:
             self.app.send_task("worker.tasks.poll_feed", args=(feed.id, run_id), queue="poll")
         return run_id

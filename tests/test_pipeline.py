@@ -95,8 +95,8 @@ def test_redelivered_task_does_not_double_publish(redis_client: redis.Redis, htt
     # ...then the same fetch tasks arrive again, as after a redelivery
     from worker.tasks import fetch_article
 
-    runs.start(redis_client, "redeliver")
-    runs.add_pending(redis_client, "redeliver", 2)
+    runs.start(redis_client, "redeliver", [])
+    runs.open_articles(redis_client, "redeliver", [t["article_id"] for t in result.tasks])
     for payload in result.tasks:
         fetch_article.apply_async((payload | {"run": "redeliver", "batch": None},), queue="fetch")
     import time

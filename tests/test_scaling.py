@@ -69,7 +69,7 @@ def send_polls(url: str, r: redis.Redis, feeds: list[Feed]) -> str:
         "import sys, json; from worker.feeds import Feed; from worker.schedule import Schedule; "
         "from worker.redisconn import get_redis; from worker import runs; from worker.tasks import poll_feed; "
         "feeds=[Feed.model_validate_json(x) for x in sys.argv[2:]]; r=get_redis(); Schedule(r).sync(feeds); "
-        "runs.start(r, sys.argv[1]); runs.add_pending(r, sys.argv[1], len(feeds)); "
+        "runs.start(r, sys.argv[1], [f.id for f in feeds]); "
         "[poll_feed.apply_async((f.id, sys.argv[1]), queue='poll') for f in feeds]"
     )
     run_id = f"run{time.monotonic_ns()}"
@@ -117,7 +117,7 @@ def test_two_workers_share_dedup_state_and_both_drain(private: tuple[str, redis.
                      tmp_path / f"w{i}.log") for i in range(2)]
     try:
         run_id = send_polls(url, r, feeds)
-        wait_for(lambda: runs.pending(r, run_id) <= 0 and r.exists(runs.run_key(run_id)), 120, "the run")
+        wait_for(lambda: runs.pending(r, run_id) == 0 and r.exists(runs.run_key(run_id)), 120, "the run")
         articles = published(r)
         assert len(articles) == 12 and len({a["id"] for a in articles}) == 12
         done = [(tmp_path / f"w{i}.log").read_text().count("fetch_article[") for i in range(2)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker import logs, metrics
 from worker.redisconn import redis_url
@@ -27,7 +27,7 @@ def make_app() -> Celery:
         accept_content=["json"],
         task_ignore_result=True,
         result_backend=None,
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="fetch",
         task_routes={
             "worker.tasks.dispatch": {"queue": "poll"},
@@ -43,7 +43,9 @@ def make_app() -> Celery:
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(1.0, settings.task_time_limit - 15),
         # Must exceed the longest hold (countdown) plus the time limit, or Redis redelivers live tasks.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        # unacked_restore_throttle 1: a dead worker's unacknowledged tasks go back to the queue within ~10 s of
+        # their visibility timeout instead of ~100 s (kombu checks every 10 s, acting on every 10th check).
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout, "unacked_restore_throttle": 1},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=False,

@@ -127,8 +127,7 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
         pipe.hset(f"{get_settings().key_prefix}:feeds:config", feed.id, feed.model_dump_json())
     pipe.execute()
     run_id = uuid.uuid4().hex[:12]
-    runs.start(r, run_id)
-    runs.add_pending(r, run_id, len(feed_list))
+    runs.start(r, run_id, [f.id for f in feed_list])
     env = os.environ | {"INGEST_METRICS_PORT": "0"} | (extra_env or {})
     n = concurrency or ctx.settings.concurrency
     proc = subprocess.Popen(

@@ -1,7 +1,9 @@
 """Counters in Redis: lifetime totals for ``ingest stats``, and per-run bookkeeping for ``ingest run --once``.
 
-A run counts its outstanding tasks: +n when it fans out, -1 when a task ends without handing work on. The run is
-finished when the count is back to zero, whatever worker processed what.
+A run keeps the set of what is still outstanding: its feeds until their poll ends, then each article it fanned
+out until the article's pipeline ends (published, duplicate, already published, or dead-lettered). Adding and
+removing set members is idempotent, so a redelivered task can never miscount; the run is finished when the set
+is empty, whatever worker processed what.
 """
 
 from __future__ import annotations
@@ -36,15 +38,34 @@ def totals(r: redis.Redis, run_id: str | None = None) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in sorted(raw.items())}
 
 
-def start(r: redis.Redis, run_id: str) -> None:
-    r.hset(run_key(run_id), mapping={"started": int(time.time()), "pending": 0})
-    r.expire(run_key(run_id), RUN_TTL)
+def _todo(run_id: str) -> str:
+    return key("run", run_id, "todo")
 
 
-def add_pending(r: redis.Redis, run_id: str | None, n: int) -> None:
-    if run_id and n:
-        r.hincrby(run_key(run_id), "pending", n)
+def start(r: redis.Redis, run_id: str, feed_ids: list[str]) -> None:
+    pipe = r.pipeline(transaction=False)
+    pipe.hset(run_key(run_id), mapping={"started": int(time.time())})
+    if feed_ids:
+        pipe.sadd(_todo(run_id), *(f"feed:{f}" for f in feed_ids))
+    pipe.expire(run_key(run_id), RUN_TTL)
+    pipe.expire(_todo(run_id), RUN_TTL)
+    pipe.execute()
+
+
+def open_articles(r: redis.Redis, run_id: str | None, article_ids: list[str]) -> None:
+    if run_id and article_ids:
+        r.sadd(_todo(run_id), *(f"article:{a}" for a in article_ids))
+
+
+def feed_done(r: redis.Redis, run_id: str | None, feed_id: str) -> None:
+    if run_id:
+        r.srem(_todo(run_id), f"feed:{feed_id}")
+
+
+def article_done(r: redis.Redis, run_id: str | None, article_id: str) -> None:
+    if run_id:
+        r.srem(_todo(run_id), f"article:{article_id}")
 
 
 def pending(r: redis.Redis, run_id: str) -> int:
-    return int(r.hget(run_key(run_id), "pending") or 0)
+    return int(r.scard(_todo(run_id)))

@@ -67,12 +67,12 @@ def poll_feed(self: Task, feed_id: str, run_id: str | None = None) -> int:
     c = ctx()
     feed = c.schedule.feed(feed_id)
     if feed is None:  # removed from the list after dispatch
-        runs.add_pending(c.r, run_id, -1)
+        runs.feed_done(c.r, run_id, feed_id)
         return 0
     _bind(self, feed=feed.label, feed_url=feed.url)
     try:
         result = pipeline.poll(c, feed, run_id)
-        runs.add_pending(c.r, run_id, len(result.tasks))
+        runs.open_articles(c.r, run_id, [t["article_id"] for t in result.tasks])
         for payload in result.tasks:
             fetch_article.apply_async((payload,), queue="fetch")
         pipeline.commit_poll(c, result, run_id)
@@ -82,7 +82,7 @@ def poll_feed(self: Task, feed_id: str, run_id: str | None = None) -> int:
                              payload={"feed_id": feed_id}, run_id=run_id)
         c.schedule.record_failure(feed, reason="internal")
     finally:
-        runs.add_pending(c.r, run_id, -1)
+        runs.feed_done(c.r, run_id, feed_id)
     return 0
 
 
@@ -96,9 +96,8 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
         # Another task (the same article fanned out by another feed) holds it: that one publishes it, or, if
         # its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
         log.info("claimed_elsewhere")
-        runs.add_pending(c.r, run_id, -1)
         return
-    handed_on = False
+    handed_on = False  # True once the publish step (or a retry) owns the article
     try:
         prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
         if prepared is not None:
@@ -122,7 +121,7 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
     finally:
         release(c.r, task["article_id"], owner)
         if not handed_on:
-            runs.add_pending(c.r, run_id, -1)
+            runs.article_done(c.r, run_id, task["article_id"])
 
 
 @app.task(bind=True, name="worker.tasks.publish_article", ignore_result=True)
@@ -142,5 +141,5 @@ def publish_article(self: Task, prepared: dict[str, Any]) -> None:
         pipeline.dead_letter(c, stage="publish", reason="internal", url=prepared["final_url"],
                              error=repr(exc), payload=prepared, run_id=run_id)
     finally:
-        runs.add_pending(c.r, run_id, -1)
+        runs.article_done(c.r, run_id, prepared["article_id"])
 

@@ -256,12 +256,11 @@ def published_dates(n: int, start: datetime | None = None) -> list[datetime]:
 # --- runs ---------------------------------------------------------------------------------------------------
 
 
-def new_run(r: redis.Redis, pending: int) -> str:
+def new_run(r: redis.Redis, feed_ids: list[str]) -> str:
     from worker import runs
 
     run_id = uuid.uuid4().hex[:12]
-    runs.start(r, run_id)
-    runs.add_pending(r, run_id, pending)
+    runs.start(r, run_id, feed_ids)
     return run_id
 
 

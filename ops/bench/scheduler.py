@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         # --- ticks (no worker: the polls only pile up in the queue, then are dropped) ---
         dispatch = tasks.dispatch
         dispatch()  # first call: builds the context and reads the file (already synced: no change)
+        while schedule.claim_due():  # every feed is due after the sync: lease them all (nothing due)
+            pass
         r.delete("poll")
         idle = []
         for _ in range(args.ticks):

@@ -168,7 +168,7 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurre
         feeds = [Feed(url=server.url(host, "/feed.xml"), name=host) for host in by_host]
         Schedule(r).sync(feeds)
         n_pages = sum(len(p) for p in by_host.values())
-        run_id = benchlib.new_run(r, len(feeds))
+        run_id = benchlib.new_run(r, [f.id for f in feeds])
         r.config_resetstat()
         roles = {"worker": worker.proc.pid, "http server": server.proc.pid or 0, "redis": redis_pid,
                  "bench": os.getpid()}
