@@ -19,7 +19,7 @@ import trafilatura
 from lxml import html as lxml_html
 
 from worker.demo.serve import serve_demo
-from worker.demo.server import LocalServer, Response
+from worker.demo.server import LocalServer, Response, Route
 from worker.demo.site import DemoSite, add_article, all_routes, build_many, build_site
 
 BASE = "http://127.0.0.1:8000"
@@ -171,6 +171,29 @@ def test_add_article_options_and_feed_limit() -> None:
     assert len([p for p in site.routes if p.startswith("/articles/")]) == 4
     again = add_article(site, topic="rail")
     assert again.topic == "rail" and again.published > when
+
+
+def test_prefix_and_add_article_by_seed_and_new_base_url() -> None:
+    site = build_site(BASE + "/", n_articles=4, seed=3, prefix="/gazette")
+    assert site.base_url == BASE and site.feed_path == "/gazette/feed.xml"
+    assert site.site_name == "The Harbour Gazette"
+    assert all(p.startswith("/gazette/") for p in site.routes)
+    links = [e.link for e in feedparser.parse(site.routes[site.feed_path].body).entries]
+    assert links and all(link.startswith(f"{BASE}/gazette/articles/") for link in links)
+    # A seeded addition is the same on equal sites, whatever the site's own sequence did before.
+    twin = build_site(BASE, n_articles=4, seed=3, prefix="/gazette")
+    add_article(twin)
+    assert add_article(site, seed=42).title == add_article(twin, seed=42).title
+    # Moving the site re-renders every absolute link; the served routes follow.
+    served: dict[str, Route] = dict(site.routes)
+    old_etag = site.routes[site.feed_path].headers["ETag"]
+    art = add_article(site, "http://127.0.0.1:9999", routes=served)
+    assert site.base_url == "http://127.0.0.1:9999" and site.routes[site.feed_path].headers["ETag"] != old_etag
+    assert BASE.encode() not in b"".join(r.body for r in site.routes.values())
+    assert served[site.article_path(art.slug)] is site.routes[site.article_path(art.slug)]
+    assert served[site.feed_path] is site.routes[site.feed_path]
+    entries = feedparser.parse(site.routes[site.feed_path].body).entries
+    assert entries[0].link == f"http://127.0.0.1:9999/gazette/articles/{art.slug}.html"
 
 
 # --- extraction: the problem this fixture demonstrates ----------------------------------------------------------

@@ -288,7 +288,7 @@ def last_entry_ms(r: redis.Redis, streams: Sequence[str]) -> int | None:
 
 def redis_time_ms(r: redis.Redis) -> float:
     sec, usec = r.time()
-    return sec * 1000 + usec / 1000
+    return float(sec * 1000 + usec / 1000)
 
 
 def pct(values: Sequence[float], q: float) -> float:

@@ -28,21 +28,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib  # noqa: E402
+import benchlib
 
-from worker.demo.server import LocalServer, Response, Route  # noqa: E402
+from worker.demo.server import LocalServer, Response, Route
 
 HOST = "127.0.0.2"
 STREAM = "articles"
 
 
-def wait_for(r: object, slug: str, last_id: bytes, timeout: float) -> tuple[bytes, int]:
+def wait_for(r: redis.Redis, slug: str, last_id: bytes, timeout: float) -> tuple[bytes, int]:
     """Block on the stream until the article of ``slug`` arrives; returns (its entry id, its ms)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = r.xread({STREAM: last_id}, block=1000, count=100)  # type: ignore[attr-defined]
+        got = r.xread({STREAM: last_id}, block=1000, count=100)
         for _, entries in got or []:
             for entry_id, fields in entries:
                 last_id = entry_id

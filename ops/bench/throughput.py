@@ -295,7 +295,7 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
     r = benchlib.client()
     r.flushdb()
     ctx = pipeline.Context(r, get_settings())
-    spent: collections.Counter[str] = collections.Counter()
+    spent: dict[str, float] = collections.defaultdict(float)
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(worker + Redis + HTTP server) {c1:.1f} ms with -c 1, {c2:.1f} ms with -c 2: CPU-bound ceiling "
           f"{1000 / c1:.1f} pages/s per core; cpu_ratio = bare / pipeline CPU = {bare_cpu / c1:.2f}")
     print(benchlib.machine())
-    print(f"throughput pages={len(pages)} hold={args.hold:g} bare={bare:.1f} extract_page={rates['extract_page'][0]:.1f} "
+    print(f"throughput pages={len(pages)} hold={args.hold:g} bare={bare:.1f} "
+          f"extract_page={rates['extract_page'][0]:.1f} "
           f"pipeline_1={p1:.1f} ratio={p1 / bare:.2f} pipeline_2={p2:.1f} scaling={p2 / p1:.2f} "
           f"cpu_ms_bare={bare_cpu:.1f} cpu_ms_pipeline={c1:.1f} cpu_ratio={bare_cpu / c1:.2f}")
     return 0

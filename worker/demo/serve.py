@@ -26,7 +26,7 @@ def _server(host: str, port: int) -> LocalServer:
         new.routes, new.hits = old.routes, old.hits
         old.server_close()
         server.httpd, server.port = new, port
-        server.thread = threading.Thread(target=new.serve_forever, daemon=True)
+        server.thread = threading.Thread(target=new.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     return server
 
 

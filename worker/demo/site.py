@@ -1291,16 +1291,21 @@ def _build(base_url: str, *, n_articles: int, seed: str, lang: _Lang, site_name:
 
 
 def build_site(base_url: str, *, n_articles: int = 12, seed: int = 0, language: str = "en",
-               site_name: str | None = None, feed_limit: int | None = None) -> DemoSite:
+               site_name: str | None = None, prefix: str = "", feed_limit: int | None = None) -> DemoSite:
     """One generated news site whose absolute links start with ``base_url`` (e.g. ``server.url("")``).
 
-    Routes: ``/feed.xml`` (RSS 2.0, with ETag and Last-Modified), ``/`` (index) and
-    ``/articles/{slug}.html``. ``site_name`` defaults to the language's ("The Harbour Gazette" in English);
-    ``feed_limit`` caps the feed to the newest N entries (pages stay served).
+    Routes: ``{prefix}/feed.xml`` (RSS 2.0, with ETag and Last-Modified), ``{prefix}/`` (index) and
+    ``{prefix}/articles/{slug}.html``. ``site_name`` defaults to the language's ("The Harbour Gazette" in
+    English), also when a ``prefix`` is given; ``feed_limit`` caps the feed to the newest N entries (pages
+    stay served).
     """
-    return _build(base_url, n_articles=n_articles, seed=str(seed), lang=_lang(language), site_name=site_name,
-                  prefix="", town=None, used_titles=set(), used_sentences=set(), towns=set(),
-                  feed_limit=feed_limit)
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise ValueError(f"prefix must look like '/name', got {prefix!r}")
+    lang = _lang(language)
+    # build_many names prefixed sites after their town; a single site keeps the paper's well-known name.
+    return _build(base_url, n_articles=n_articles, seed=str(seed), lang=lang,
+                  site_name=site_name or lang.site_name, prefix=prefix, town=None, used_titles=set(),
+                  used_sentences=set(), towns=set(), feed_limit=feed_limit)
 
 
 def build_many(base_url: str | Callable[[int], str], n_sites: int, articles_per_site: int, seed: int = 0, *,
@@ -1333,19 +1338,32 @@ def all_routes(sites: Iterable[DemoSite]) -> dict[str, Response]:
     return routes
 
 
-def add_article(site: DemoSite, *, topic: str | None = None, title: str | None = None,
-                paragraphs: Sequence[str] | None = None, author: str | None = None,
-                published: datetime | None = None, tags: Sequence[str] | None = None,
-                routes: MutableMapping[str, Route] | None = None) -> Article:
+def add_article(site: DemoSite, base_url: str | None = None, *, seed: int | None = None,
+                topic: str | None = None, title: str | None = None, paragraphs: Sequence[str] | None = None,
+                author: str | None = None, published: datetime | None = None,
+                tags: Sequence[str] | None = None, routes: MutableMapping[str, Route] | None = None) -> Article:
     """Publish one more article on a live site: a new page, a new feed (new ETag and Last-Modified).
 
-    Anything not given is generated (deterministically, continuing the site's sequence). ``published``
-    defaults to a little after the newest entry. Pass ``routes=server.routes`` to update a running server
-    too; the page is mounted before the feed that links to it, so a concurrent poll never sees a dangling
-    entry.
+    Anything not given is generated: by default continuing the site's own sequence (deterministic for the
+    site's seed and the number of earlier calls); with ``seed``, from that seed alone, so the same call on
+    equal sites gives the same article. ``base_url``, when given and different from the site's, moves the
+    whole site there first (every page and the feed are re-rendered with the new absolute links), e.g. after
+    restarting the server on another port. ``published`` defaults to a little after the newest entry.
+    Pass ``routes=server.routes`` to update a running server too; the page is mounted before the feed that
+    links to it, so a concurrent poll never sees a dangling entry.
     """
     gen = site._require_gen()
     lang = gen.lang
+    if base_url is not None and base_url.rstrip("/") != site.base_url:
+        _rebase(site, base_url.rstrip("/"), routes)
+    if seed is not None:
+        # Draw this article from its own stream, and leave the site's sequence where it was.
+        saved_rng, gen.rng = gen.rng, random.Random(f"{gen.seed}:add:{seed}")
+        try:
+            return add_article(site, topic=topic, title=title, paragraphs=paragraphs, author=author,
+                               published=published, tags=tags, routes=routes)
+        finally:
+            gen.rng = saved_rng
     beat = _topic(lang, topic) if topic else gen.rng.choice(lang.topics)
     newest = max((a.published for a in site.articles), default=_EPOCH)
     when = published or newest + timedelta(minutes=gen.rng.randint(7, 90))
@@ -1370,3 +1388,16 @@ def add_article(site: DemoSite, *, topic: str | None = None, title: str | None =
         for path in (page_path, site.index_path, site.feed_path):
             routes[path] = site.routes[path]
     return art
+
+
+def _rebase(site: DemoSite, base_url: str, routes: MutableMapping[str, Route] | None) -> None:
+    """Move a site to another origin: re-render everything, since pages and feed carry absolute links."""
+    gen = site._require_gen()
+    site.base_url = base_url
+    gen.header_html, gen.footer_html = _chrome(site, gen)
+    for art in site.articles:
+        site.routes[site.article_path(art.slug)] = Response(_render_article(site, art))
+    site.routes[site.index_path] = Response(_render_index(site))
+    site.routes[site.feed_path] = _render_feed(site)
+    if routes is not None:
+        routes.update(site.routes)
