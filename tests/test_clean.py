@@ -182,3 +182,13 @@ def test_near_copy_page_keeps_its_prose() -> None:
 def test_position_edge_flags() -> None:
     assert clean._edge_flags([False, True, False, True, False]) == [True, False, False, False, True]
     assert clean._edge_flags([False, False]) == [True, True]
+
+
+def test_headline_behind_a_bullet_or_a_link_label_is_a_link() -> None:
+    from worker.clean import headline_form, normalise_line
+
+    assert headline_form(normalise_line("- Harbour wall repairs begin on Monday")) == "harbour wall repairs begin on monday"
+    assert headline_form(normalise_line("Read also: Harbour wall repairs begin on Monday")) == (
+        "harbour wall repairs begin on monday")
+    # a sentence with a colon keeps its whole form unless the rest is itself a headline-length line
+    assert headline_form(normalise_line("He said: yes")) == "he said: yes"

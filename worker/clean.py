@@ -236,10 +236,26 @@ def clean_lines(
     return CleanResult(text="\n".join(kept), removed=removed, reasons=dict(Counter(r for _, r in removed)))
 
 
+_BULLET = re.compile(r"^[-–—•*·>»▸►]+\s*")
+
+
+def headline_form(normalised: str) -> str:
+    """The part of a line that may be another article's headline: without a list bullet ("- Headline") or
+    a short link label ("Read also: Headline"), which CMSs put before the links they embed in a text."""
+    form = _BULLET.sub("", normalised)
+    match = _LABEL.match(form)
+    if match:
+        rest = form[match.end(1) + 1 :].strip()
+        if word_count(rest) >= MIN_HEADLINE_WORDS:
+            return rest
+    return form
+
+
 def headline_lines(lines: Iterable[str], own_title: str | None) -> set[str]:
     """Normalised lines that may be matched against other articles' headlines (not the page's own title)."""
     own = title_variants(own_title) if own_title else set()
-    return {n for n in (normalise_line(line) for line in lines) if word_count(n) >= MIN_HEADLINE_WORDS} - own
+    forms = (headline_form(normalise_line(line)) for line in lines)
+    return {n for n in forms if word_count(n) >= MIN_HEADLINE_WORDS} - own
 
 
 def lookup_stats(
@@ -263,7 +279,7 @@ def lookup_stats(
             LineStats(
                 pages=max(0, exact_counts.get(exact_hash(norm), 0) - own),
                 template_pages=max(0, template_counts.get(template_hash(norm), 0) - own),
-                headline=norm in candidates and title_hash(norm) in headlines,
+                headline=(form := headline_form(norm)) in candidates and title_hash(form) in headlines,
                 label_pages=max(0, labels.get(label_hash(label), 0) - own) if label else 0,
             )
         )

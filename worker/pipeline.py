@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from worker.feeds import Feed
 from worker.fetch import FetchError, decode_html, fetch, make_client
 from worker.keys import digest, key
 from worker.parse import FeedError, parse_feed
-from worker.publish import Publisher, Route, streams_for
+from worker.publish import Publisher, streams_for
 from worker.schedule import Schedule, feed_summary
 from worker.settings import Settings, get_settings
 from worker.sitememory import SiteMemory
@@ -261,15 +261,7 @@ def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool
         "final_url": resp.url,
         "site": site,
         "fetched_at": now_iso(),
-        "extracted": {
-            "title": title,
-            "text": extracted.text,
-            "author": extracted.author,
-            "date": extracted.date,
-            "language": extracted.language,
-            "sitename": extracted.sitename,
-            "description": extracted.description,
-        },
+        "extracted": asdict(extracted) | {"title": title},
     }
 
 
@@ -354,12 +346,7 @@ def process_html(ctx: Context, html: str, url: str, *, feed: Feed | None = None)
     ctx.sites.observe(site, aid, extracted.text, extracted.title, ())
     prepared = {
         "article_id": aid, "canonical_url": canonical, "final_url": url, "site": site, "feed": feed_summary(feed),
-        "fetched_at": now_iso(), "extracted": {
-            "title": extracted.title or "", "text": extracted.text, "author": extracted.author,
-            "date": extracted.date, "language": extracted.language, "sitename": extracted.sitename,
-            "description": extracted.description},
+        "fetched_at": now_iso(), "extracted": asdict(extracted) | {"title": extracted.title or ""},
     }
     return build_article(ctx, prepared)
 
-
-__all__ = ["Context", "PollResult", "RetryLater", "Route", "commit_poll", "fetch_and_extract", "poll", "publish"]
