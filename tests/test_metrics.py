@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from worker import metrics
+from worker.redisconn import RedisServer
 
 EXPECTED_NAMES = {
     "ingest_feeds_polled_total", "ingest_entries_seen_total", "ingest_entries_new_total",
@@ -63,6 +64,22 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private Redis: the suite's shared one has a running worker that would consume these test queues."""
+    server = RedisServer()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
 
 
 @pytest.fixture
