@@ -187,8 +187,8 @@ def test_position_edge_flags() -> None:
 def test_headline_behind_a_bullet_or_a_link_label_is_a_link() -> None:
     from worker.clean import headline_form, normalise_line
 
-    assert headline_form(normalise_line("- Harbour wall repairs begin on Monday")) == "harbour wall repairs begin on monday"
-    assert headline_form(normalise_line("Read also: Harbour wall repairs begin on Monday")) == (
-        "harbour wall repairs begin on monday")
+    headline = "harbour wall repairs begin on monday"
+    assert headline_form(normalise_line("- Harbour wall repairs begin on Monday")) == headline
+    assert headline_form(normalise_line("Read also: Harbour wall repairs begin on Monday")) == headline
     # a sentence with a colon keeps its whole form unless the rest is itself a headline-length line
     assert headline_form(normalise_line("He said: yes")) == "he said: yes"
