@@ -56,13 +56,15 @@ def worker(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="worker processes")] = None,
     loglevel: str = "INFO",
     beat: Annotated[bool, typer.Option(help="also run beat in this worker (one machine)")] = False,
+    pool: Annotated[str, typer.Option(help="prefork (CPU-bound fetch/extract) or threads (many slow polls)")]
+    = "prefork",
 ) -> None:
     """Run a Celery worker (the same as `celery -A worker.app worker`)."""
     from worker.redisconn import redis_url
 
     redis_url()  # start the embedded Redis here, before Celery forks, if REDIS_URL is unset
     n = concurrency or get_settings().concurrency
-    args = ["worker", "-Q", queues, "-c", str(n), "-l", loglevel, "-E"]
+    args = ["worker", "-Q", queues, "-c", str(n), "-l", loglevel, "-P", pool]
     if beat:
         args.append("-B")
     _exec_celery(args)
@@ -108,7 +110,7 @@ def run(
         summary = run_once(path, concurrency=concurrency, timeout=timeout)
         typer.echo(json.dumps(summary, indent=2))
         raise typer.Exit(0 if summary["finished"] else 1)
-    worker(queues="poll,fetch,publish", concurrency=concurrency, loglevel="INFO", beat=True)
+    worker(queues="poll,fetch,publish", concurrency=concurrency, loglevel="INFO", beat=True, pool="prefork")
 
 
 def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600.0,

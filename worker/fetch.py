@@ -379,6 +379,8 @@ def _finish(response: httpx.Response, url: httpx.URL, kind: Kind, limit: int, de
                          etag=response.headers.get("ETag"),
                          last_modified=response.headers.get("Last-Modified"), retry_after=retry_after)
     if status == 304:
+        # drain the (empty) body so httpx keeps the connection for the next poll of this host
+        _read_body(response, limit, deadline)
         return result
     if not 200 <= status < 300:
         raise FetchError("protocol", f"unexpected HTTP {status} without a usable Location", status=status)

@@ -247,7 +247,7 @@ def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool
         metrics.FETCH_SECONDS.observe(time.monotonic() - started)
 
     started = time.monotonic()
-    extracted = extract_page(decode_html(resp), resp.url)
+    extracted = extract_page(decode_html(resp), resp.url, deep_date_search=not task.get("published"))
     if extracted is None or not extracted.text.strip():
         log.error("page_failed", reason="no_text", error="no main text found")
         dead_letter(ctx, stage="extract", reason="no_text", url=resp.url, error="no main text found",
