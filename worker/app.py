@@ -32,6 +32,7 @@ def make_app() -> Celery:
         task_routes={
             "worker.tasks.dispatch": {"queue": "poll"},
             "worker.tasks.poll_feed": {"queue": "poll"},
+            "worker.tasks.poll_feeds": {"queue": "poll"},
             "worker.tasks.fetch_article": {"queue": "fetch"},
             "worker.tasks.publish_article": {"queue": "publish"},
         },

@@ -52,8 +52,11 @@ def dispatch(self: Task) -> int:
         # A broken edit of the feeds file must not stop polling of the feeds already known.
         log.error("feeds_file_invalid", path=path, error=str(exc))
     due = c.schedule.claim_due()
-    for feed_id in due:
-        poll_feed.apply_async((feed_id,), queue="poll")
+    # One message per few feeds: publishing a task costs ~0.4 ms, which at 1 000 due feeds would make the
+    # tick 400 ms; a chunk is still small enough that one slow feed delays only a handful of others.
+    size = max(1, c.settings.dispatch_chunk)
+    for i in range(0, len(due), size):
+        poll_feeds.apply_async((due[i : i + size],), queue="poll")
     elapsed = time.perf_counter() - started
     metrics.DISPATCH_SECONDS.observe(elapsed)
     metrics.FEEDS_DUE.set(len(due))
@@ -62,13 +65,27 @@ def dispatch(self: Task) -> int:
     return len(due)
 
 
+@app.task(bind=True, name="worker.tasks.poll_feeds", ignore_result=True)
+def poll_feeds(self: Task, feed_ids: list[str]) -> int:
+    """The dispatcher's chunk of due feeds, polled one after the other."""
+    for feed_id in feed_ids:
+        _poll(self, feed_id, None)
+    return len(feed_ids)
+
+
 @app.task(bind=True, name="worker.tasks.poll_feed", ignore_result=True)
 def poll_feed(self: Task, feed_id: str, run_id: str | None = None) -> int:
+    """One feed, on its own (``ingest run --once``, replays)."""
+    _poll(self, feed_id, run_id)
+    return 1
+
+
+def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
     c = ctx()
     feed = c.schedule.feed(feed_id)
     if feed is None:  # removed from the list after dispatch
         runs.feed_done(c.r, run_id, feed_id)
-        return 0
+        return
     _bind(self, feed=feed.label, feed_url=feed.url)
     try:
         result = pipeline.poll(c, feed, run_id)
@@ -83,7 +100,6 @@ def poll_feed(self: Task, feed_id: str, run_id: str | None = None) -> int:
         c.schedule.record_failure(feed, reason="internal")
     finally:
         runs.feed_done(c.r, run_id, feed_id)
-    return 0
 
 
 @app.task(bind=True, name="worker.tasks.fetch_article", ignore_result=True, max_retries=FETCH_RETRIES)
