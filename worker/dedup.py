@@ -146,6 +146,11 @@ def estimated_jaccard(a: npt.NDArray[np.uint32], b: npt.NDArray[np.uint32]) -> f
     return float(np.count_nonzero(a == b)) / len(a)
 
 
+# A same title counts only when the texts overlap at least this much (estimated Jaccard of 5-word shingles):
+# distinct articles score ~0.0-0.1, wire copies under an edited layout 0.5-1.0.
+TITLE_MIN_SIMILARITY = 0.3
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     """Everything the story index needs to know about one article, computed without Redis."""
@@ -168,7 +173,9 @@ class Fingerprint:
 
     def same_story(self, other: Fingerprint, threshold: float) -> str | None:
         """The reason two fingerprints are one story, or None (the pure form of the Redis check)."""
-        if self.title is not None and self.title == other.title:
+        if (self.title is not None and self.title == other.title and self.signature is not None
+                and other.signature is not None
+                and estimated_jaccard(self.signature, other.signature) >= TITLE_MIN_SIMILARITY):
             return "title"
         if self.exact is not None and self.exact == other.exact:
             return "exact_text"
@@ -423,6 +430,7 @@ class Duplicate:
 # The candidates' signature keys are built in the script (they depend on what the bands hold); fine on a
 # single Redis, which is what the workers share.
 _STORY = """
+local TITLE_MIN_SIMILARITY = %s
 local aid = ARGV[1]
 local title_ttl, seen_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local threshold, sig, sig_prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
@@ -439,9 +447,22 @@ local function holder(first, count)
   return nil
 end
 
+local function similarity(c)
+  local other = redis.call('GET', sig_prefix .. c)
+  if not other or #other ~= #sig or #sig == 0 then return 0 end
+  local same = 0
+  for p = 1, #sig, 4 do
+    if string.sub(sig, p, p + 3) == string.sub(other, p, p + 3) then same = same + 1 end
+  end
+  return same / (#sig / 4)
+end
+
 local of, reason = nil, nil
 if mode ~= 'remember' then
-  of = holder(ti, nt)
+  -- A shared title alone is not proof: generic titles ("Live updates", a site name as <title>) recur. The
+  -- texts must overlap too (TITLE_MIN_SIMILARITY), far below the near-duplicate threshold.
+  local t = holder(ti, nt)
+  if t and similarity(t) >= TITLE_MIN_SIMILARITY then of = t end
   reason = 'title'
   if not of then of, reason = holder(xi, nx), 'exact_text' end
   if not of and nb > 0 then
@@ -504,7 +525,7 @@ if nb > 0 then
   end
 end
 return {}
-"""
+""" % TITLE_MIN_SIMILARITY
 
 
 class StoryIndex:
