@@ -430,7 +430,7 @@ class Duplicate:
 # The candidates' signature keys are built in the script (they depend on what the bands hold); fine on a
 # single Redis, which is what the workers share.
 _STORY = """
-local TITLE_MIN_SIMILARITY = %s
+local TITLE_MIN_SIMILARITY = @TITLE_MIN_SIMILARITY@
 local aid = ARGV[1]
 local title_ttl, seen_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local threshold, sig, sig_prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
@@ -525,7 +525,7 @@ if nb > 0 then
   end
 end
 return {}
-""" % TITLE_MIN_SIMILARITY
+""".replace("@TITLE_MIN_SIMILARITY@", repr(TITLE_MIN_SIMILARITY))
 
 
 class StoryIndex:
