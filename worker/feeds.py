@@ -76,7 +76,8 @@ def load_feeds(path: Path) -> list[Feed]:
     except OSError as exc:
         raise FeedListError(f"cannot read feeds file {path}: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader when present: a 10 000-feed list loads in a fraction of the pure-Python time
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise FeedListError(f"{path}: invalid YAML: {exc}") from exc
     return parse_feed_list(data, str(path))

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     default_interval: float = 300.0  # seconds between polls of a feed without its own interval
     dispatch_every: float = 5.0  # seconds between beat's dispatch ticks
     dispatch_batch: int = 1000  # feeds claimed per tick at most
-    dispatch_chunk: int = 10  # due feeds per poll task
+    dispatch_chunk: int = 20  # due feeds per poll task
     backoff_base: float = 60.0
     backoff_max: float = 6 * 3600.0
     seen_ttl_days: float = 30.0  # how long a seen entry (guid / canonical URL) is remembered

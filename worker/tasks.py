@@ -52,8 +52,8 @@ def dispatch(self: Task) -> int:
         # A broken edit of the feeds file must not stop polling of the feeds already known.
         log.error("feeds_file_invalid", path=path, error=str(exc))
     due = c.schedule.claim_due()
-    # One message per few feeds: publishing a task costs ~0.4 ms, which at 1 000 due feeds would make the
-    # tick 400 ms; a chunk is still small enough that one slow feed delays only a handful of others.
+    # One message per chunk of feeds: publishing a task costs ~0.5 ms, which at 1 000 due feeds would make the
+    # tick 500 ms; a slow feed (at most total_timeout) delays only the others of its chunk.
     size = max(1, c.settings.dispatch_chunk)
     for i in range(0, len(due), size):
         poll_feeds.apply_async((due[i : i + size],), queue="poll")
