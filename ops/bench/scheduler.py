@@ -11,7 +11,7 @@ Measures:
   * ``sync``: loading + validating the feed list file (``FeedList.get``) and ``Schedule.sync`` of all feeds,
     first time (all added) and again after the file changed with the same feeds;
   * ``tick``: the real ``worker.tasks.dispatch`` task body, called in this process (feed list check, claim of
-    the due feeds, one ``poll_feed`` message each), with nothing due and with ``--due`` feeds due (median of
+    the due feeds, one ``poll_feeds`` message per ``INGEST_DISPATCH_CHUNK`` feeds), with nothing due and with ``--due`` feeds due (median of
     ``--ticks``; no worker runs meanwhile, the queued polls are dropped);
   * ``--latency-ms``: each feed response is delayed (the server is threaded, so delays overlap), to see
     a cycle bounded by the network: with blocking prefork processes, polls in flight = processes;
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         claim_ms = statistics.median(claim_only)
         print(f"tick with {args.feeds} feeds: nothing due median {idle_ms:.2f} ms (p90 "
               f"{benchlib.pct(idle, 90):.2f}); {len(sample)} due median {busy_ms:.1f} ms (p90 "
-              f"{benchlib.pct(busy, 90):.1f}) = claim {claim_ms:.1f} ms + {len(sample)} apply_async "
-              f"{(busy_ms - claim_ms) / len(sample) * 1000:.0f} us each")
+              f"{benchlib.pct(busy, 90):.1f}) = claim {claim_ms:.1f} ms + enqueueing "
+              f"{(busy_ms - claim_ms) / len(sample) * 1000:.0f} us per feed")
         s = get_settings()
         print(f"dispatch cadence bound: {s.dispatch_batch} feeds per tick every {s.dispatch_every:g} s = "
               f"{s.dispatch_batch / s.dispatch_every:.0f} feeds/s; {args.feeds} feeds due at once need "
