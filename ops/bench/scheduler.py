@@ -11,8 +11,8 @@ Measures:
   * ``sync``: loading + validating the feed list file (``FeedList.get``) and ``Schedule.sync`` of all feeds,
     first time (all added) and again after the file changed with the same feeds;
   * ``tick``: the real ``worker.tasks.dispatch`` task body, called in this process (feed list check, claim of
-    the due feeds, one ``poll_feeds`` message per ``INGEST_DISPATCH_CHUNK`` feeds), with nothing due and with ``--due`` feeds due (median of
-    ``--ticks``; no worker runs meanwhile, the queued polls are dropped);
+    the due feeds, one ``poll_feeds`` message per ``INGEST_DISPATCH_CHUNK`` feeds), with nothing due and
+    with ``--due`` feeds due (median of ``--ticks``; no worker runs meanwhile, the queued polls are dropped);
   * ``--latency-ms``: each feed response is delayed (the server is threaded, so delays overlap), to see
     a cycle bounded by the network: with blocking prefork processes, polls in flight = processes;
   * ``cycle``: with one worker of 2 processes (``-c 2``), every feed made due and the dispatch ticks run back
