@@ -3,14 +3,18 @@ read what was published."""
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import redis
 
 from worker import runs
+from worker.demo.server import LocalServer, Response
 from worker.feeds import Feed
 from worker.schedule import Schedule
 
@@ -33,3 +37,27 @@ def poll_and_wait(r: redis.Redis, feeds: list[Feed], timeout: float = 60) -> dic
 
 def published(r: redis.Redis, stream: str = "articles") -> list[dict[str, Any]]:
     return [json.loads(fields[b"data"]) for _, fields in r.xrange(stream)]
+
+
+def slow_page(server: LocalServer, path: str, seconds: float = 3.0) -> threading.Event:
+    """Make ``path`` answer its usual response after ``seconds``; the event is set when a download starts, so a
+    test can kill or stop a worker while it is in the middle of the fetch."""
+    original = server.routes[path]
+    assert isinstance(original, Response)
+    started = threading.Event()
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        started.set()
+        time.sleep(seconds)
+        try:
+            handler.send_response(original.status)
+            handler.send_header("Content-Type", original.content_type)
+            handler.send_header("Content-Length", str(len(original.body)))
+            handler.end_headers()
+            handler.wfile.write(original.body)
+        except OSError:  # the worker was killed meanwhile: no traceback from the server thread
+            handler.close_connection = True
+            handler.wfile = io.BytesIO()
+
+    server.routes[path] = route
+    return started

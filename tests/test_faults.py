@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
+from tests.pipeline_helpers import slow_page
 from worker import runs
 from worker.app import QUEUES
 from worker.consume import Consumer
@@ -60,14 +60,6 @@ def sender_app(url: str) -> Celery:
     app.conf.update(task_serializer="json", accept_content=["json"], task_queues=[Queue(q) for q in QUEUES],
                     task_default_queue="fetch", broker_connection_retry_on_startup=True)
     return app
-
-
-def answer(handler: BaseHTTPRequestHandler, resp: Response) -> None:
-    handler.send_response(resp.status)
-    handler.send_header("Content-Type", resp.content_type)
-    handler.send_header("Content-Length", str(len(resp.body)))
-    handler.end_headers()
-    handler.wfile.write(resp.body)
 
 
 def quietly(route: Callable[[BaseHTTPRequestHandler], None]) -> Callable[[BaseHTTPRequestHandler], None]:
@@ -222,15 +214,7 @@ def test_worker_killed_mid_fetch_is_redelivered_and_published_once(tmp_path: Pat
     try:
         site = serve_site(http_server, n=4, seed=51)
         slow_path = article_path(site, 0)
-        original = site.routes[slow_path]
-        in_fetch = threading.Event()
-
-        def slow(handler: BaseHTTPRequestHandler) -> None:
-            in_fetch.set()
-            time.sleep(3)
-            answer(handler, original)
-
-        http_server.routes[slow_path] = quietly(slow)
+        in_fetch = slow_page(http_server, slow_path)
         w1 = s.start_worker("victim")
         run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="killed")])
         assert in_fetch.wait(90), "the worker never fetched the slow page: " + s.log_tail("victim")
@@ -272,15 +256,7 @@ def test_pool_child_killed_mid_fetch_is_requeued_at_once(tmp_path: Path, http_se
     try:
         site = serve_site(http_server, n=3, seed=52)
         slow_path = article_path(site, 1)
-        original = site.routes[slow_path]
-        in_fetch = threading.Event()
-
-        def slow(handler: BaseHTTPRequestHandler) -> None:
-            in_fetch.set()
-            time.sleep(3)
-            answer(handler, original)
-
-        http_server.routes[slow_path] = quietly(slow)
+        in_fetch = slow_page(http_server, slow_path)
         main = s.start_worker("parent")
         run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="child-killed")])
         assert in_fetch.wait(90), "the worker never fetched the slow page: " + s.log_tail("parent")

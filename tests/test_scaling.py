@@ -7,17 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.pipeline_helpers import published
+from tests.pipeline_helpers import published, slow_page
 from worker import runs
 from worker.demo.server import LocalServer
 from worker.demo.site import build_site
@@ -132,16 +130,7 @@ def test_sigterm_finishes_the_task_in_flight(private: tuple[str, redis.Redis], t
     url, r = private
     site = build_site(http_server.url(""), n_articles=1, seed=6)
     http_server.routes.update(site.routes)
-    page = f"/articles/{site.articles[0].slug}.html"
-    body = site.routes[page]
-    started = threading.Event()
-
-    def slow(handler: BaseHTTPRequestHandler) -> None:
-        started.set()
-        time.sleep(3)
-        handler._send(body)  # type: ignore[attr-defined]
-
-    http_server.routes[page] = slow
+    started = slow_page(http_server, f"/articles/{site.articles[0].slug}.html")
     worker = spawn(["worker", "-Q", "poll,fetch,publish", "-c", "1", "-n", "term@%h", "-l", "INFO",
                     "--without-gossip", "--without-mingle"], url, tmp_path / "term.log")
     try:
