@@ -112,11 +112,11 @@ PAGES_FETCHED = Counter(
     "ingest_pages_fetched", "Article pages fetched, by status (ok or an error reason slug).", ["status"]
 )
 FETCH_SECONDS = Histogram(
-    "ingest_fetch_seconds", "Time to download one article page.",
+    "ingest_fetch_seconds", "Time to download one feed or article page.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0),
 )
 EXTRACT_SECONDS = Histogram(
-    "ingest_extract_seconds", "Time to extract and clean one article page.",
+    "ingest_extract_seconds", "Time to extract one article page and teach its lines to the site memory.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
 )
 LINES_REMOVED = Counter(
