@@ -9,14 +9,13 @@ from typing import Any
 import structlog
 
 from worker.settings import Settings, get_settings
+from worker.urls import redact_url
 
 _SECRET_KEYS = ("password", "redis_url", "broker_url", "authorization", "token", "secret")
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Never let a credential reach a log line: redact secret-looking keys and passwords inside URLs."""
-    from worker.urls import redact_url
-
     for key, value in list(event.items()):
         if any(s in key.lower() for s in _SECRET_KEYS):
             event[key] = redact_url(str(value)) if "url" in key.lower() else "***"
