@@ -37,13 +37,3 @@ def test_redis_password_is_not_shown() -> None:
     s = Settings(REDIS_URL="redis://:hunter2@redis:6379/0")  # type: ignore[call-arg]
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
 
-
-def test_schema_file_is_the_message_model() -> None:
-    """The documented JSON Schema is generated from the model the publisher uses; they may not drift."""
-    import json
-
-    from worker.article import Article
-
-    schema = json.loads((Path(__file__).resolve().parent.parent / "worker/schema/article.schema.json").read_text())
-    generated = Article.model_json_schema()
-    assert schema["properties"] == generated["properties"] and schema["required"] == generated["required"]
