@@ -3,7 +3,6 @@ read what was published."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -14,7 +13,7 @@ from typing import Any
 import redis
 
 from worker import runs
-from worker.demo.server import LocalServer, Response
+from worker.demo.server import LocalServer, Response, quietly
 from worker.feeds import Feed
 from worker.schedule import Schedule
 
@@ -49,15 +48,11 @@ def slow_page(server: LocalServer, path: str, seconds: float = 3.0) -> threading
     def route(handler: BaseHTTPRequestHandler) -> None:
         started.set()
         time.sleep(seconds)
-        try:
-            handler.send_response(original.status)
-            handler.send_header("Content-Type", original.content_type)
-            handler.send_header("Content-Length", str(len(original.body)))
-            handler.end_headers()
-            handler.wfile.write(original.body)
-        except OSError:  # the worker was killed meanwhile: no traceback from the server thread
-            handler.close_connection = True
-            handler.wfile = io.BytesIO()
+        handler.send_response(original.status)
+        handler.send_header("Content-Type", original.content_type)
+        handler.send_header("Content-Length", str(len(original.body)))
+        handler.end_headers()
+        handler.wfile.write(original.body)
 
-    server.routes[path] = route
+    server.routes[path] = quietly(route)  # the worker may be killed meanwhile
     return started

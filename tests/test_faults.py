@@ -34,7 +34,7 @@ from worker import runs
 from worker.app import QUEUES
 from worker.consume import Consumer
 from worker.deadletter import DeadLetters
-from worker.demo.server import LocalServer, Response
+from worker.demo.server import LocalServer, Response, quietly
 from worker.demo.site import build_site
 from worker.feeds import Feed
 from worker.redisconn import RedisServer
@@ -60,19 +60,6 @@ def sender_app(url: str) -> Celery:
     app.conf.update(task_serializer="json", accept_content=["json"], task_queues=[Queue(q) for q in QUEUES],
                     task_default_queue="fetch", broker_connection_retry_on_startup=True)
     return app
-
-
-def quietly(route: Callable[[BaseHTTPRequestHandler], None]) -> Callable[[BaseHTTPRequestHandler], None]:
-    """A fault route whose client went away must not spray tracebacks from the server thread."""
-
-    def run(handler: BaseHTTPRequestHandler) -> None:
-        try:
-            route(handler)
-        except OSError:
-            handler.close_connection = True
-            handler.wfile = io.BytesIO()
-
-    return run
 
 
 class Stack:

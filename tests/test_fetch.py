@@ -9,13 +9,12 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from worker.demo.server import LocalServer, Response
+from worker.demo.server import LocalServer, Response, quietly
 from worker.fetch import (
     FetchError,
     FetchResult,
@@ -49,19 +48,7 @@ def failure(url: str, *, kind: str = "page", settings: Settings | None = None,
     return info.value
 
 
-def _quietly(handler: Callable[[BaseHTTPRequestHandler], None]) -> Callable[[BaseHTTPRequestHandler], None]:
-    """The client hangs up on purpose in these faults; the server thread should just stop."""
-
-    def route(h: BaseHTTPRequestHandler) -> None:
-        try:
-            handler(h)
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            h.close_connection = True
-
-    return route
-
-
-@_quietly
+@quietly
 def never_ending(h: BaseHTTPRequestHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "text/html")
@@ -72,7 +59,7 @@ def never_ending(h: BaseHTTPRequestHandler) -> None:
         h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
 
 
-@_quietly
+@quietly
 def big_without_length(h: BaseHTTPRequestHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "text/html")
@@ -83,7 +70,7 @@ def big_without_length(h: BaseHTTPRequestHandler) -> None:
     h.close_connection = True
 
 
-@_quietly
+@quietly
 def slow_drip(h: BaseHTTPRequestHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "text/html")
@@ -95,7 +82,7 @@ def slow_drip(h: BaseHTTPRequestHandler) -> None:
         time.sleep(0.2)
 
 
-@_quietly
+@quietly
 def stall_after_headers(h: BaseHTTPRequestHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "text/html")

@@ -7,6 +7,7 @@ routes that carry an ETag or Last-Modified, so 304s are real.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,20 @@ class Response:
 
 
 Route = Response | Callable[[BaseHTTPRequestHandler], None]
+
+
+def quietly(route: Callable[[BaseHTTPRequestHandler], None]) -> Callable[[BaseHTTPRequestHandler], None]:
+    """Wrap a fault route whose client hangs up on purpose (timeouts, kills): the server thread just stops
+    answering instead of spraying tracebacks."""
+
+    def run(handler: BaseHTTPRequestHandler) -> None:
+        try:
+            route(handler)
+        except OSError:
+            handler.close_connection = True
+            handler.wfile = io.BytesIO()
+
+    return run
 
 
 class _Handler(BaseHTTPRequestHandler):
