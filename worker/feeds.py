@@ -6,26 +6,39 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.keys import digest
 from worker.urls import InvalidURL, canonicalize
 
 
 class Feed(BaseModel):
-    """One feed of the list. ``route`` names a downstream stream that this feed's articles always go to."""
+    """One feed of the list and its own settings. ``route`` names a downstream stream that this feed's
+    articles always go to; ``interval`` pins the poll interval (otherwise it adapts to how often the feed
+    publishes, within ``min_interval``..``max_interval``, which narrow the global bounds)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str
     name: str | None = None
-    interval: float | None = Field(default=None, gt=0, description="seconds between polls")
+    enabled: bool = True
+    interval: float | None = Field(default=None, gt=0, description="fixed seconds between polls")
+    min_interval: float | None = Field(default=None, gt=0)
+    max_interval: float | None = Field(default=None, gt=0)
     tags: tuple[str, ...] = ()
     route: str | None = None
     language: str | None = None
+    robots: bool = True  # obey robots.txt for this feed's article pages
+    retry_after_scope: Literal["feed", "host"] | None = None  # None: the global setting
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Feed:
+        if self.min_interval and self.max_interval and self.min_interval > self.max_interval:
+            raise ValueError("min_interval is larger than max_interval")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -24,7 +24,7 @@ from worker.extract import extract_page
 from worker.feeds import Feed
 from worker.fetch import FetchError, decode_html, fetch, make_client
 from worker.keys import digest, key
-from worker.parse import FeedError, parse_feed
+from worker.parse import FeedError, ParsedFeed, parse_feed
 from worker.publish import Publisher, streams_for
 from worker.schedule import Schedule, feed_summary
 from worker.settings import Settings, get_settings
@@ -120,6 +120,21 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
         parsed = parse_feed(resp.body, url=resp.url, content_type=content_type)
     except FeedError as exc:
         return _poll_failed(ctx, feed, exc.reason, str(exc), None, run_id)
+    tasks, seen_ids = new_entries(ctx, feed, parsed, run_id)
+    return PollResult(
+        feed,
+        "new_entries" if tasks else "no_new_entries",
+        tasks=tasks,
+        seen_ids=seen_ids,
+        validators={"status": 200, "etag": resp.etag, "last_modified": resp.last_modified,
+                    "ttl_seconds": parsed.ttl_seconds, "retry_after": resp.retry_after},
+    )
+
+
+def new_entries(ctx: Context, feed: Feed, parsed: ParsedFeed,
+                run_id: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The fetch-task payloads of a parsed feed's entries not seen before, and the ids to mark seen once
+    they are enqueued. Shared by polling and by pushed (WebSub) deliveries."""
     for what, why in parsed.skipped:
         log.warning("entry_skipped", feed=feed.label, entry=what[:200], reason=why)
     if parsed.warning:
@@ -169,14 +184,7 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
         pipe.expire(key("batch", batch), int(ctx.settings.clean_hold_seconds) + 3600)
         pipe.execute()
     metrics.ENTRIES_NEW.inc(len(tasks))
-    return PollResult(
-        feed,
-        "new_entries" if tasks else "no_new_entries",
-        tasks=tasks,
-        seen_ids=seen_ids,
-        validators={"status": 200, "etag": resp.etag, "last_modified": resp.last_modified,
-                    "ttl_seconds": parsed.ttl_seconds, "retry_after": resp.retry_after},
-    )
+    return tasks, seen_ids
 
 
 def _guid_id(feed: Feed, guid: str) -> str:

@@ -89,9 +89,7 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
     _bind(self, feed=feed.label, feed_url=feed.url)
     try:
         result = pipeline.poll(c, feed, run_id)
-        runs.open_articles(c.r, run_id, [t["article_id"] for t in result.tasks])
-        for payload in result.tasks:
-            fetch_article.apply_async((payload,), queue="fetch")
+        fan_out(c, result.tasks, run_id)
         pipeline.commit_poll(c, result, run_id)
     except Exception as exc:  # never let one feed's surprise kill the worker or block the others
         log.exception("poll_crashed")
@@ -100,6 +98,13 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
         c.schedule.record_failure(feed, reason="internal")
     finally:
         runs.feed_done(c.r, run_id, feed_id)
+
+
+def fan_out(c: pipeline.Context, payloads: list[dict[str, Any]], run_id: str | None) -> None:
+    """One fetch task per new entry; the caller marks the entries seen only after this returns."""
+    runs.open_articles(c.r, run_id, [t["article_id"] for t in payloads])
+    for payload in payloads:
+        fetch_article.apply_async((payload,), queue="fetch")
 
 
 @app.task(bind=True, name="worker.tasks.fetch_article", ignore_result=True, max_retries=FETCH_RETRIES)
