@@ -137,6 +137,12 @@ class Schedule:
         self._write(feed.id, {"last_poll": now, "last_error": reason[:200], "next_due": now + delay}, now + delay)
         return delay
 
+    def defer(self, feed_id: str, delay: float, now: float | None = None) -> None:
+        """Push a claimed feed's next poll ``delay`` seconds out without counting an error (e.g. its host is
+        at its politeness limit)."""
+        now = time.time() if now is None else now
+        self.r.zadd(due_key(), {feed_id: now + delay}, xx=True)
+
     def _write(self, feed_id: str, fields: dict[str, Any], next_due: float) -> None:
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(state_key(feed_id), mapping=fields)
@@ -151,5 +157,5 @@ class Schedule:
 
 def feed_summary(feed: Feed) -> dict[str, Any]:
     """What a fanned-out article task carries about its feed (small and JSON-safe)."""
-    summary: dict[str, Any] = feed.model_dump(mode="json", include={"url", "name", "tags", "route", "language"})
+    summary: dict[str, Any] = feed.model_dump(mode="json", include={"url", "name", "tags", "route", "language", "robots", "retry_after_scope"})
     return summary | {"id": feed.id}
