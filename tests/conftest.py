@@ -45,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["INGEST_ALLOW_PRIVATE_NETWORKS"] = "true"
     os.environ.setdefault("INGEST_METRICS_PORT", "0")
     os.environ.setdefault("INGEST_CLEAN_HOLD_SECONDS", "5")
+    os.environ.setdefault("INGEST_MIN_INTERVAL", "1")  # tests pin short feed intervals
     os.environ.setdefault("INGEST_LOG_FORMAT", "json")
 
 

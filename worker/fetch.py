@@ -75,6 +75,7 @@ class FetchResult:
     etag: str | None
     last_modified: str | None
     retry_after: float | None  # seconds
+    fresh_for: float | None = None  # seconds the server says the response stays fresh (Cache-Control/Expires)
 
     @property
     def not_modified(self) -> bool:
@@ -377,7 +378,8 @@ def _finish(response: httpx.Response, url: httpx.URL, kind: Kind, limit: int, de
     media, charset = parse_content_type(response.headers.get("Content-Type", ""))
     result = FetchResult(url=str(url), status=status, body=b"", content_type=media, charset=charset,
                          etag=response.headers.get("ETag"),
-                         last_modified=response.headers.get("Last-Modified"), retry_after=retry_after)
+                         last_modified=response.headers.get("Last-Modified"), retry_after=retry_after,
+                         fresh_for=parse_freshness(response.headers))
     if status == 304:
         # drain the (empty) body so httpx keeps the connection for the next poll of this host
         _read_body(response, limit, deadline)
@@ -570,6 +572,31 @@ def parse_retry_after(value: str | None) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)
+
+
+def parse_freshness(headers: httpx.Headers) -> float | None:
+    """Seconds the response stays fresh: ``Cache-Control: max-age`` less ``Age``, else ``Expires`` less
+    ``Date`` (RFC 9111 4.2.1); None when the server says nothing, or says not to cache."""
+    cache_control = headers.get("Cache-Control", "")
+    if re.search(r"no-(?:store|cache)", cache_control, re.IGNORECASE):
+        return None
+    if (m := _MAX_AGE.search(cache_control)) is not None:
+        age = headers.get("Age", "").strip()
+        fresh = float(m.group(1)) - (float(age) if age.isdigit() else 0.0)
+        return min(fresh, MAX_RETRY_AFTER) if fresh > 0 else None
+    try:
+        expires = parsedate_to_datetime(headers.get("Expires", ""))
+        date_header = headers.get("Date")
+        date = parsedate_to_datetime(date_header).timestamp() if date_header else time.time()
+    except (TypeError, ValueError, IndexError):
+        return None  # an invalid Expires ("0", "-1") means already expired
+    if expires.tzinfo is None:
+        return None
+    fresh = expires.timestamp() - date
+    return min(fresh, MAX_RETRY_AFTER) if fresh > 0 else None
 
 
 def _timeout(settings: Settings, deadline: float | None) -> httpx.Timeout:

@@ -26,6 +26,12 @@ MAX_TTL_SECONDS = 7 * 86400.0
 _PERIODS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 30 * 86400.0,
             "yearly": 365 * 86400.0}
 _FEED_ROOT = re.compile(rb"<(?:[a-z0-9_-]+:)?(?:rss|feed|rdf)\b", re.IGNORECASE)
+# feedparser keeps only the last <hour>/<day> of these, so they are read from the bytes (bounded patterns)
+_SKIP_HOURS = re.compile(rb"<skipHours\b[^>]{0,200}>(.{0,4000}?)</skipHours>", re.IGNORECASE | re.DOTALL)
+_SKIP_DAYS = re.compile(rb"<skipDays\b[^>]{0,200}>(.{0,2000}?)</skipDays>", re.IGNORECASE | re.DOTALL)
+_HOUR = re.compile(rb"<hour>\s*(\d{1,2})\s*</hour>", re.IGNORECASE)
+_DAY = re.compile(rb"<day>\s*([A-Za-z]{6,9})\s*</day>", re.IGNORECASE)
+_DAY_NAMES = frozenset({"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class ParsedFeed:
     ttl_seconds: float | None
     skipped: list[tuple[str, str]]  # (what, reason) for each dropped entry
     warning: str | None  # what feedparser recovered from, if anything
+    skip_hours: frozenset[int] = frozenset()  # RSS <skipHours>: UTC hours not to poll in
+    skip_days: frozenset[str] = frozenset()  # RSS <skipDays>: lower-case English day names
 
 
 class FeedError(Exception):
@@ -60,7 +68,9 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
     if not body.strip(b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"):
         raise FeedError("empty_body", "the feed body is empty")
     parsed = feedparser.parse(io.BytesIO(body), response_headers=_headers(url, content_type),
-                              resolve_relative_uris=True, sanitize_html=True)
+                              # only plain text is kept (html_to_text), and links are resolved by _link: the
+                              # sanitiser and the URI rewriting of embedded HTML would be pure cost
+                              resolve_relative_uris=False, sanitize_html=False)
     problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
     warning = f"{type(problem).__name__}: {problem}"[:500] if problem is not None else None
     feed_info = parsed.get("feed", {})
@@ -102,8 +112,20 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
             # dict.get: feedparser's own get() maps updated->published with a DeprecationWarning
             published=_iso(dict.get(raw, "published_parsed") or dict.get(raw, "updated_parsed")),
         ))
+    skip_hours, skip_days = _skips(body)
     return ParsedFeed(title=_text(feed_info, "title"), entries=entries, ttl_seconds=_ttl(feed_info),
-                      skipped=skipped, warning=warning)
+                      skipped=skipped, warning=warning, skip_hours=skip_hours, skip_days=skip_days)
+
+
+def _skips(body: bytes) -> tuple[frozenset[int], frozenset[str]]:
+    hours: set[int] = set()
+    days: set[str] = set()
+    if (m := _SKIP_HOURS.search(body)) is not None:
+        # RSS 2.0 says 0-23; some feeds write 24 for midnight
+        hours = {int(h) % 24 for h in _HOUR.findall(m.group(1)) if int(h) <= 24}
+    if (m := _SKIP_DAYS.search(body)) is not None:
+        days = {d.decode().lower() for d in _DAY.findall(m.group(1))} & _DAY_NAMES
+    return frozenset(hours), frozenset(days)
 
 
 def _written_in(body: bytes, link: str) -> bool:

@@ -5,6 +5,8 @@ and the evaluation call them directly.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -26,7 +28,7 @@ from worker.fetch import FetchError, decode_html, fetch, make_client
 from worker.keys import digest, key
 from worker.parse import FeedError, ParsedFeed, parse_feed
 from worker.publish import Publisher, streams_for
-from worker.schedule import Schedule, feed_summary
+from worker.schedule import Answer, Schedule, feed_summary
 from worker.settings import Settings, get_settings
 from worker.sitememory import SiteMemory
 from worker.urls import InvalidURL, article_id, canonicalize, site_of
@@ -91,12 +93,12 @@ def now_iso() -> str:
 @dataclass
 class PollResult:
     feed: Feed
-    outcome: Literal["new_entries", "no_new_entries", "not_modified", "error"]
+    outcome: Literal["new_entries", "no_new_entries", "not_modified", "unchanged", "error"]
     tasks: list[dict[str, Any]] = field(default_factory=list)
     seen_ids: list[str] = field(default_factory=list)
     error: str | None = None
     # what to record in the schedule once the tasks are safely enqueued
-    validators: dict[str, Any] = field(default_factory=dict)
+    answer: Answer | None = None
 
 
 def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
@@ -113,7 +115,14 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
     finally:
         metrics.FETCH_SECONDS.observe(time.monotonic() - started)
     if resp.not_modified:
-        return PollResult(feed, "not_modified", validators={"status": 304, "retry_after": resp.retry_after})
+        return PollResult(feed, "not_modified",
+                          answer=Answer(304, retry_after=resp.retry_after, fresh_for=resp.fresh_for))
+    body_hash = hashlib.blake2b(resp.body, digest_size=16).hexdigest()
+    answer = Answer(200, etag=resp.etag, last_modified=resp.last_modified, body_hash=body_hash,
+                    retry_after=resp.retry_after, fresh_for=resp.fresh_for)
+    if answer.body_hash == state.body_hash:
+        # A server without validators (or with new ones for the same bytes): nothing to parse.
+        return PollResult(feed, "unchanged", answer=answer)
     try:
         # the charset parameter matters: a feed served as windows-1251 without an XML declaration says so only here
         content_type = f"{resp.content_type}; charset={resp.charset}" if resp.charset else resp.content_type
@@ -121,14 +130,18 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
     except FeedError as exc:
         return _poll_failed(ctx, feed, exc.reason, str(exc), None, run_id)
     tasks, seen_ids = new_entries(ctx, feed, parsed, run_id)
-    return PollResult(
-        feed,
-        "new_entries" if tasks else "no_new_entries",
-        tasks=tasks,
-        seen_ids=seen_ids,
-        validators={"status": 200, "etag": resp.etag, "last_modified": resp.last_modified,
-                    "ttl_seconds": parsed.ttl_seconds, "retry_after": resp.retry_after},
-    )
+    answer = dataclasses.replace(
+        answer, parsed=True, ttl=parsed.ttl_seconds, skip_hours=parsed.skip_hours, skip_days=parsed.skip_days,
+        published=tuple(_epoch(t.get("published")) for t in tasks))
+    return PollResult(feed, "new_entries" if tasks else "no_new_entries", tasks=tasks, seen_ids=seen_ids,
+                      answer=answer)
+
+
+def _epoch(iso: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
 
 
 def new_entries(ctx: Context, feed: Feed, parsed: ParsedFeed,
@@ -198,10 +211,8 @@ def commit_poll(ctx: Context, result: PollResult, run_id: str | None = None) -> 
     if result.outcome != "error":
         if result.seen_ids:
             ctx.seen.add_many(result.seen_ids)
-        v = result.validators
-        ctx.schedule.record_success(
-            result.feed, etag=v.get("etag"), last_modified=v.get("last_modified"), status=v["status"],
-            ttl_seconds=v.get("ttl_seconds"), retry_after=v.get("retry_after"))
+        assert result.answer is not None
+        ctx.schedule.record_success(result.feed, result.answer)
     metrics.FEEDS_POLLED.labels(outcome=result.outcome).inc()
     runs.count(ctx.r, f"polled:{result.outcome}", run_id=run_id)
     log.info("feed_polled", feed=result.feed.label, outcome=result.outcome, new=len(result.tasks))

@@ -41,7 +41,10 @@ class Settings(BaseSettings):
 
     # --- feeds and scheduling ---------------------------------------------------------------------------
     feeds: Path = CONFIG_DIR / "feeds.yaml"
-    default_interval: float = 300.0  # seconds between polls of a feed without its own interval
+    default_interval: float = 900.0  # seconds between polls of a feed whose publishing rate is not known yet
+    min_interval: float = 60.0  # global floor of every feed's interval; a feed's min_interval can only raise it
+    max_interval: float = 86400.0  # global ceiling (quiet feeds, feeds with live push); a feed's can only lower it
+    interval_jitter: float = 0.1  # +-fraction of random spread on every delay, so feeds never fire together
     dispatch_every: float = 5.0  # seconds between beat's dispatch ticks
     dispatch_batch: int = 1000  # feeds claimed per tick at most
     dispatch_chunk: int = 20  # due feeds per poll task
