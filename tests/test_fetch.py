@@ -12,6 +12,7 @@ import zlib
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 
+import httpx
 import pytest
 
 from worker.demo.server import LocalServer, Response, quietly
@@ -22,6 +23,7 @@ from worker.fetch import (
     fetch,
     is_public_address,
     make_client,
+    parse_freshness,
     parse_retry_after,
 )
 from worker.settings import Settings
@@ -329,6 +331,19 @@ def test_retry_after_http_date(http_server: LocalServer) -> None:
 ])
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, None), ({"Cache-Control": "max-age=600"}, 600.0), ({"Cache-Control": "public, s-maxage=60"}, None),
+    ({"Cache-Control": 'max-age="90"'}, 90.0), ({"Cache-Control": "max-age=600", "Age": "100"}, 500.0),
+    ({"Cache-Control": "max-age=600", "Age": "900"}, None), ({"Cache-Control": "no-store, max-age=600"}, None),
+    ({"Cache-Control": "max-age=0"}, None), ({"Cache-Control": "max-age=9" * 20}, None),
+    ({"Cache-Control": "max-age=9999999999"}, 7 * 86400.0),
+    ({"Expires": "Wed, 21 Oct 2015 08:28:00 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"}, 3600.0),
+    ({"Expires": "0"}, None), ({"Expires": "-1"}, None), ({"Expires": "Wed, 21 Oct 2015 08:28:00 GMT"}, None),
+])
+def test_parse_freshness(headers: dict[str, str], expected: float | None) -> None:
+    assert parse_freshness(httpx.Headers(headers)) == expected
 
 
 def test_connection_reset(http_server: LocalServer) -> None:

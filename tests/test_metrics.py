@@ -21,7 +21,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from worker import metrics
+from worker.feeds import Feed
 from worker.redisconn import RedisServer
+from worker.schedule import Schedule
 
 EXPECTED_NAMES = {
     "ingest_feeds_polled_total", "ingest_entries_seen_total", "ingest_entries_new_total",
@@ -29,7 +31,8 @@ EXPECTED_NAMES = {
     "ingest_lines_removed_total",
     "ingest_duplicates_total", "ingest_articles_published_total", "ingest_dead_letters_total",
     "ingest_dispatch_seconds", "ingest_feeds_due", "ingest_queue_depth", "ingest_queue_oldest_age_seconds",
-    "ingest_task_seconds", "ingest_tasks_total",
+    "ingest_task_seconds", "ingest_tasks_total", "ingest_feeds", "ingest_feeds_failing",
+    "ingest_feed_consecutive_errors",
 }
 
 
@@ -103,7 +106,12 @@ def test_exported_names_are_the_agreed_ones() -> None:
     assert metrics.exported_metric_names() == EXPECTED_NAMES
 
 
-def test_scrape_shows_every_metric(server: str) -> None:
+def test_scrape_shows_every_metric(server: str, redis_client: redis.Redis) -> None:
+    ok, broken = Feed(url="http://example.com/ok.xml"), Feed(url="http://example.com/broken.xml", name="Broken")
+    schedule = Schedule(redis_client)
+    schedule.sync([ok, broken])
+    for _ in range(3):
+        schedule.record_failure(broken, reason="http_5xx")
     metrics.FEEDS_POLLED.labels("new_entries").inc()
     metrics.ENTRIES_SEEN.inc(3)
     metrics.ENTRIES_NEW.inc(2)
@@ -131,6 +139,8 @@ def test_scrape_shows_every_metric(server: str) -> None:
     samples = _samples(text)
     assert samples[("ingest_feeds_due", ())] == 7
     assert samples[("ingest_queue_depth", (("queue", "fetch"),))] == 0
+    assert samples[("ingest_feeds", ())] == 2 and samples[("ingest_feeds_failing", ())] == 1
+    assert samples[("ingest_feed_consecutive_errors", (("feed", "Broken"), ("feed_id", broken.id)))] == 3
 
 
 def test_counts_of_forked_children_are_summed(server: str) -> None:

@@ -89,6 +89,16 @@ def test_sy_update_period_as_ttl(http_server: LocalServer) -> None:
     assert serve(http_server, body.encode()).ttl_seconds == 6 * 3600
 
 
+def test_skip_hours_and_days(http_server: LocalServer) -> None:
+    # feedparser keeps only the last <hour>; all of them count, and nonsense is ignored
+    channel = ("<title>x</title><skipHours><hour>0</hour><hour> 7 </hour><hour>24</hour><hour>99</hour>"
+               "<hour>x</hour></skipHours><skipDays><day>Saturday</day><day>sunday</day><day>Funday</day>"
+               "</skipDays>")
+    feed = serve(http_server, rss(item("a", "http://e.com/a"), channel=channel).encode())
+    assert feed.skip_hours == {0, 7} and feed.skip_days == {"saturday", "sunday"}
+    assert serve(http_server, rss(item("a", "http://e.com/a")).encode()).skip_hours == frozenset()
+
+
 @pytest.mark.parametrize("ttl", ["0", "-5", "soon", ""])
 def test_nonsense_ttl_is_ignored(http_server: LocalServer, ttl: str) -> None:
     body = rss(item("a", "http://e.com/a"), channel=f"<title>x</title><ttl>{ttl}</ttl>")

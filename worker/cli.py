@@ -252,14 +252,60 @@ def tail(
 
 @feeds_app.command("list")
 def feeds_list(feeds: FeedsOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The feed list with each feed's polling state: ok, failing (error count, last error, next try), new or
+    disabled, and its current interval. State is read from ``REDIS_URL`` when it is set."""
     from worker.feeds import load_feeds
 
-    for feed in load_feeds(_use_feeds(feeds)):
+    listed = load_feeds(_use_feeds(feeds))
+    states = _feed_states([f.id for f in listed]) if get_settings().redis_url is not None else {}
+    now = time.time()
+    for feed in listed:
+        state = feed_status(feed.enabled, states.get(feed.id), now)
         if as_json:
-            typer.echo(feed.model_dump_json())
-        else:
-            typer.echo(f"{feed.url}\t{feed.name or ''}\t{feed.interval or ''}\t{','.join(feed.tags)}\t"
-                       f"{feed.route or ''}")
+            typer.echo(json.dumps(feed.model_dump(mode="json") | {"id": feed.id, "state": state}))
+            continue
+        line = [feed.url, feed.name or "", state["status"]]
+        if state["status"] == "failing":
+            line.append(f"errors={state['errors']} last_error={state['last_error']}")
+        if "next_poll_in" in state:
+            line.append(f"next={_ago(state['next_poll_in'])} interval={_ago(state['interval'])}")
+        typer.echo("\t".join(line))
+
+
+def feed_status(enabled: bool, raw: dict[str, str] | None, now: float) -> dict[str, Any]:
+    """What `feeds list` shows of one feed's state hash (see worker.schedule)."""
+    state: dict[str, Any] = {"status": "disabled" if not enabled else "new" if not raw else "ok"}
+    if not raw:
+        return state
+    errors = int(raw.get("errors") or 0)
+    if errors and enabled:
+        state["status"] = "failing"
+    state |= {"errors": errors, "last_error": raw.get("last_error") or None,
+              "last_status": int(raw["last_status"]) if raw.get("last_status") else None}
+    if raw.get("next_due") and enabled:
+        state["next_poll_in"] = round(float(raw["next_due"]) - now, 1)
+    state["interval"] = float(raw.get("interval") or 0) or None
+    return state
+
+
+def _feed_states(ids: list[str]) -> dict[str, dict[str, str]]:
+    from worker.schedule import state_key
+
+    r = _redis()
+    pipe = r.pipeline(transaction=False)
+    for feed_id in ids:
+        pipe.hgetall(state_key(feed_id))
+    return {fid: {k.decode(): v.decode() for k, v in raw.items()} for fid, raw in zip(ids, pipe.execute(), strict=True)}
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{sign}{seconds / size:.1f}{unit}"
+    return f"{sign}{seconds:.0f}s"
 
 
 @feeds_app.command("add")

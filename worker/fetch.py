@@ -38,6 +38,7 @@ __all__ = [
     "fetch",
     "is_public_address",
     "make_client",
+    "parse_freshness",
     "parse_retry_after",
 ]
 
@@ -574,7 +575,8 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)
+# max-age only: s-maxage is for shared caches, and we are a private one
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,12})\b", re.IGNORECASE)
 
 
 def parse_freshness(headers: httpx.Headers) -> float | None:

@@ -149,6 +149,10 @@ TASKS = Counter("ingest_tasks", "Finished tasks by task name and final state (lo
 # Names of the collector's metrics; they are served by the worker's main process only.
 QUEUE_DEPTH_METRIC = "ingest_queue_depth"
 QUEUE_AGE_METRIC = "ingest_queue_oldest_age_seconds"
+FEEDS_METRIC = "ingest_feeds"
+FEEDS_FAILING_METRIC = "ingest_feeds_failing"
+FEED_ERRORS_METRIC = "ingest_feed_consecutive_errors"
+FEED_ERRORS_SHOWN = 20  # per-feed series only for the worst few: 10 000 feeds must not mean 10 000 series
 
 
 def exported_metric_names() -> set[str]:
@@ -156,7 +160,7 @@ def exported_metric_names() -> set[str]:
 
     Histograms are listed by their base name; ``_bucket``/``_sum``/``_count`` are implied.
     """
-    names = {QUEUE_DEPTH_METRIC, QUEUE_AGE_METRIC}
+    names = {QUEUE_DEPTH_METRIC, QUEUE_AGE_METRIC, FEEDS_METRIC, FEEDS_FAILING_METRIC, FEED_ERRORS_METRIC}
     for metric in REGISTRY.collect():
         if not metric.name.startswith("ingest_"):
             continue
@@ -217,7 +221,9 @@ def queue_depths(
 
 
 class QueueCollector(Collector):
-    """Custom collector: ``ingest_queue_depth`` and ``ingest_queue_oldest_age_seconds`` per queue."""
+    """Custom collector read from Redis at scrape time: ``ingest_queue_depth`` and
+    ``ingest_queue_oldest_age_seconds`` per queue, and the feeds' error state (``ingest_feeds``,
+    ``ingest_feeds_failing``, ``ingest_feed_consecutive_errors`` for the worst failing feeds)."""
 
     def __init__(
         self, client: redis.Redis, queues: Sequence[str] = DEFAULT_QUEUES, key_prefix: str = ""
@@ -246,6 +252,26 @@ class QueueCollector(Collector):
             age.add_metric([queue], oldest if oldest is not None else 0.0)
         yield depth
         yield age
+        try:
+            yield from self._feeds()
+        except redis.RedisError:
+            return
+
+    def _feeds(self) -> Iterator[Metric]:
+        from worker.feeds import Feed
+        from worker.schedule import Schedule, config_key
+
+        schedule = Schedule(self.client)
+        failing = schedule.failing(FEED_ERRORS_SHOWN)
+        yield GaugeMetricFamily(FEEDS_METRIC, "Feeds in the feed list.", value=self.client.hlen(config_key()))
+        yield GaugeMetricFamily(FEEDS_FAILING_METRIC, "Feeds whose last poll failed (still retried with backoff).",
+                                value=schedule.count_failing())
+        errors = GaugeMetricFamily(FEED_ERRORS_METRIC, "Consecutive poll errors of the worst failing feeds.",
+                                   labels=["feed_id", "feed"])
+        configs = self.client.hmget(config_key(), [fid for fid, _ in failing]) if failing else []
+        for (feed_id, n), raw in zip(failing, configs, strict=True):
+            errors.add_metric([feed_id, Feed.model_validate_json(raw).label if raw else feed_id], n)
+        yield errors
 
 
 # --- multiprocess bookkeeping ----------------------------------------------------------------------------
