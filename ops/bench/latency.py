@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     redis_server = benchlib.start_redis({
         "INGEST_FEEDS": str(feeds_path),
         "INGEST_DISPATCH_EVERY": str(args.interval),
+        "INGEST_MIN_INTERVAL": str(args.interval),  # the global floor would otherwise lift the pinned interval
     })
     server = LocalServer(HOST)
     server.httpd.RequestHandlerClass = benchlib.fast_handler()
