@@ -2,18 +2,29 @@
 
 The pipeline and the evaluation (``worker.evaluate``) both call :func:`extract_page`, so the options
 chosen here are the ones that were measured.
+
+Metadata comes from trafilatura's own metadata functions, called selectively (:func:`_metadata`): its full
+pass also collects categories and tags (which no article field carries) and always runs htmldate, and that
+cost ~40 % of a page's extraction time (ops/bench/throughput.py). tests/test_extract.py checks the fields
+still agree with ``trafilatura.extract_metadata``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import trafilatura
+from htmldate import find_date
+from trafilatura import metadata as tm
+from trafilatura.htmlprocessing import prune_unwanted_nodes
+from trafilatura.json_metadata import normalize_authors
 from trafilatura.settings import Document, set_date_params
 from trafilatura.utils import load_html
+from trafilatura.xpaths import AUTHOR_DISCARD_XPATHS, AUTHOR_XPATHS
 
 # trafilatura logs every discarded page at WARNING; a short or empty page is an expected outcome here.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
@@ -29,7 +40,7 @@ EXTRACT_OPTIONS: dict[str, Any] = {
     "include_links": False,
     "favor_precision": False,
     "favor_recall": False,
-    "with_metadata": True,
+    "with_metadata": False,  # see _metadata
 }
 
 
@@ -71,21 +82,57 @@ def _declared_language(tree: Any) -> str | None:
     return primary if primary.isalpha() and 2 <= len(primary) <= 3 else None
 
 
-def extract_page(html: str | bytes, url: str | None = None, *, deep_date_search: bool = True) -> Extracted | None:
-    """Extract the article of ``html``; ``None`` when trafilatura finds no usable main text."""
-    # htmldate's extensive search costs ~8 ms a page (50 ms on old pages without date markup); when the feed
-    # entry already gives the date, the quick search is enough (the feed's date is the fallback).
+def _metadata(tree: Any, url: str | None, date_search: bool, deep_dates: bool) -> Document:
+    """trafilatura's metadata pass (``trafilatura.metadata.extract_metadata``) without categories and tags,
+    and without htmldate when the caller already knows the date. Read before text extraction: the author
+    search below prunes ``tree`` in place, and the text extraction works on its own copy."""
+    meta = tm.examine_meta(tree)
+    if meta.author and " " not in meta.author:  # as trafilatura: a single word is a handle, not a name
+        meta.author = None
+    with contextlib.suppress(Exception):  # its JSON-LD reader raises on odd documents; the meta tags count
+        meta = tm.extract_meta_json(tree, meta)
+    if not meta.title:
+        meta.title = tm.extract_title(tree)
+    if not meta.url:
+        meta.url = tm.extract_url(tree, url)
+    if not meta.sitename:
+        meta.sitename = tm.extract_sitename(tree)
+    if meta.sitename:
+        meta.sitename = meta.sitename.lstrip("@")
+        if meta.sitename and "." not in meta.sitename and not meta.sitename[0].isupper():
+            meta.sitename = meta.sitename.title()
+    elif meta.url and (m := tm.META_URL.match(meta.url)):
+        meta.sitename = m[1]
+    if date_search:
+        meta.date = find_date(tree, **(set_date_params(deep_dates) | {"url": meta.url}))
+    return meta
 
+
+def _body_author(tree: Any) -> str | None:
+    """trafilatura's ``extract_author`` without its deep copy of the page: ``tree`` is ours to prune."""
+    author = tm.extract_metainfo(prune_unwanted_nodes(tree, AUTHOR_DISCARD_XPATHS), AUTHOR_XPATHS, len_limit=120)
+    return normalize_authors(None, author) if author else None
+
+
+def extract_page(html: str | bytes, url: str | None = None, *, date_search: bool = True,
+                 deep_date_search: bool = True) -> Extracted | None:
+    """Extract the article of ``html``; ``None`` when trafilatura finds no usable main text.
+
+    ``date_search=False`` skips htmldate (the caller has the date from the feed entry); otherwise the
+    extensive search runs unless ``deep_date_search`` is False (~8 ms a page, 50 ms on old pages)."""
     if not html:
         return None
     try:
         tree = load_html(html)
         if tree is None:
             return None
-        # read before extraction, which prunes the tree in place
         declared_language = _declared_language(tree)
-        document = trafilatura.bare_extraction(tree, url=url, date_extraction_params=set_date_params(deep_date_search),
-                                               **EXTRACT_OPTIONS)
+        meta = _metadata(tree, url, date_search, deep_date_search)
+        # bare_extraction works on a copy of the tree, so ours is intact for the author search after it
+        document = trafilatura.bare_extraction(tree, url=url, **EXTRACT_OPTIONS)
+        if isinstance(document, Document) and not meta.author:
+            meta.author = _body_author(tree)
+        meta.clean_and_trim()  # trafilatura's own final step: whitespace and HTML entities in every field
     except Exception:  # trafilatura and lxml raise assorted errors on malformed markup
         return None
     if not isinstance(document, Document):
@@ -94,11 +141,11 @@ def extract_page(html: str | bytes, url: str | None = None, *, deep_date_search:
     if not text:
         return None
     return Extracted(
-        title=_clean_field(document.title),
-        author=_clean_field(document.author),
-        date=_clean_field(document.date),
-        language=_clean_field(document.language) or declared_language,
-        sitename=_clean_field(document.sitename),
-        description=_clean_field(document.description),
+        title=_clean_field(meta.title),
+        author=_clean_field(meta.author),
+        date=_clean_field(meta.date),
+        language=_clean_field(meta.language) or declared_language,
+        sitename=_clean_field(meta.sitename),
+        description=_clean_field(meta.description),
         text=text,
     )

@@ -339,6 +339,7 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
         for name, fn in saved.items():
             setattr(pipeline, name, fn)
     elapsed = time.perf_counter() - started
+    report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
     print(f"in-process pipeline (no Celery, no hold, pyinstrument on): {n} pages in {elapsed:.1f} s = "
           f"{n / elapsed:.1f} pages/s; ms per page by step:")
