@@ -226,6 +226,9 @@ def test_cli_import_refuses_a_hostile_file_and_leaves_the_list_alone(tmp_path: P
     assert feeds.read_bytes() == before
     missing = ingest("feeds", "import", str(tmp_path / "nope.opml"), "--feeds", str(feeds))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+    feeds.write_text("feeds: [{url: 'gopher://old.example/'}]")
+    broken = ingest("feeds", "export", "--feeds", str(feeds))
+    assert broken.returncode == 2 and "not an http(s) URL" in broken.stderr and broken.stdout == ""
 
 
 def test_cli_add_takes_every_feed_setting(tmp_path: Path) -> None:

@@ -12,11 +12,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from worker.settings import get_settings
+
+if TYPE_CHECKING:
+    from worker.feeds import Feed
 
 app = typer.Typer(help="News ingest worker: feeds -> pages -> clean articles -> Redis Streams.",
                   no_args_is_help=True, add_completion=False)
@@ -321,13 +324,26 @@ def feeds_remove(url: str, feeds: FeedsOpt = None) -> None:
     typer.echo(f"removed: {url}")
 
 
+def _current_feeds(path: Path, *, missing_ok: bool) -> list[Feed]:
+    """The feed list at ``path``, or a clear error and exit 2 instead of a traceback."""
+    from worker.feeds import FeedListError, load_feeds
+
+    if missing_ok and not path.exists():
+        return []
+    try:
+        return load_feeds(path)
+    except FeedListError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @feeds_app.command("import")
 def feeds_import(
     file: Annotated[Path, typer.Argument(help="OPML file, as feed readers export it")],
     feeds: FeedsOpt = None,
 ) -> None:
     """Merge the feeds of an OPML file into the feed list; feeds already listed are kept as they are."""
-    from worker.feeds import load_feeds, save_feeds
+    from worker.feeds import save_feeds
     from worker.opml import OpmlError, parse_opml
 
     path = _use_feeds(feeds)
@@ -339,7 +355,7 @@ def feeds_import(
     except OpmlError as exc:
         typer.echo(f"error: {file}: {exc}", err=True)
         raise typer.Exit(2) from exc
-    current = load_feeds(path) if path.exists() else []
+    current = _current_feeds(path, missing_ok=True)
     listed = {f.id for f in current}
     added = [f for f in parsed.feeds if f.id not in listed]
     skipped = parsed.skipped + [(f.url, "already listed: kept as it is") for f in parsed.feeds if f.id in listed]
@@ -356,10 +372,9 @@ def feeds_export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
 ) -> None:
     """Write the feed list as OPML 2.0, with every per-feed setting, for a feed reader or another worker."""
-    from worker.feeds import load_feeds
     from worker.opml import to_opml, unexportable_tags
 
-    feed_list = load_feeds(_use_feeds(feeds))
+    feed_list = _current_feeds(_use_feeds(feeds), missing_ok=False)
     for feed in feed_list:
         for tag in unexportable_tags(feed):
             typer.echo(f"warning: {feed.url}: tag {tag!r} contains ',' or '/' and will read back split", err=True)
@@ -383,7 +398,7 @@ def feeds_discover(
     """List the feeds a site offers (URL, media type, how found, title); --add puts them in the feed list."""
     from worker import logs
     from worker.discover import discover
-    from worker.feeds import Feed, load_feeds, save_feeds
+    from worker.feeds import Feed, save_feeds
     from worker.fetch import FetchError
 
     logs.configure()  # discovery logs go to stderr; stdout carries only the list
@@ -405,7 +420,7 @@ def feeds_discover(
         typer.echo("nothing to add: no feed found can be polled", err=True)
         raise typer.Exit(1)
     path = _use_feeds(feeds)
-    current = load_feeds(path) if path.exists() else []
+    current = _current_feeds(path, missing_ok=True)
     listed = {f.id for f in current}
     new: list[Feed] = []
     for item in pollable if add_all else pollable[:1]:
