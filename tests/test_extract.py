@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import trafilatura
 from trafilatura.settings import set_date_params
 

@@ -12,11 +12,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from worker.settings import get_settings
+
+if TYPE_CHECKING:
+    from worker.feeds import Feed
 
 app = typer.Typer(help="News ingest worker: feeds -> pages -> clean articles -> Redis Streams.",
                   no_args_is_help=True, add_completion=False)
@@ -313,17 +316,38 @@ def feeds_add(
     url: str,
     feeds: FeedsOpt = None,
     name: str | None = None,
-    interval: float | None = None,
+    interval: Annotated[float | None, typer.Option(help="fixed seconds between polls")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag")] = None,
     route: str | None = None,
     language: str | None = None,
+    min_interval: Annotated[float | None, typer.Option(help="adaptive polling: at least this many seconds")]
+    = None,
+    max_interval: Annotated[float | None, typer.Option(help="adaptive polling: at most this many seconds")]
+    = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="list the feed but do not poll it")] = False,
+    no_robots: Annotated[bool, typer.Option("--no-robots", help="ignore robots.txt for its article pages")]
+    = False,
+    retry_after_scope: Annotated[str | None, typer.Option(help="feed or host: what a Retry-After holds back")]
+    = None,
 ) -> None:
     """Add a feed (picked up by the dispatcher within one tick, no restart)."""
+    from pydantic import ValidationError
+
     from worker.feeds import Feed, load_feeds, save_feeds
 
     path = _use_feeds(feeds)
     current = load_feeds(path) if path.exists() else []
-    feed = Feed(url=url, name=name, interval=interval, tags=tuple(tag or ()), route=route, language=language)
+    try:
+        feed = Feed.model_validate({
+            "url": url, "name": name, "interval": interval, "tags": tuple(tag or ()), "route": route,
+            "language": language, "min_interval": min_interval, "max_interval": max_interval,
+            "enabled": not disabled, "robots": not no_robots, "retry_after_scope": retry_after_scope,
+        })
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "feed"
+        typer.echo(f"error: {where}: {str(error['msg']).removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from exc
     if any(f.id == feed.id for f in current):
         typer.echo(f"already listed: {url}")
         return
@@ -344,6 +368,117 @@ def feeds_remove(url: str, feeds: FeedsOpt = None) -> None:
         raise typer.Exit(1)
     save_feeds(path, kept)
     typer.echo(f"removed: {url}")
+
+
+def _current_feeds(path: Path, *, missing_ok: bool) -> list[Feed]:
+    """The feed list at ``path``, or a clear error and exit 2 instead of a traceback."""
+    from worker.feeds import FeedListError, load_feeds
+
+    if missing_ok and not path.exists():
+        return []
+    try:
+        return load_feeds(path)
+    except FeedListError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@feeds_app.command("import")
+def feeds_import(
+    file: Annotated[Path, typer.Argument(help="OPML file, as feed readers export it")],
+    feeds: FeedsOpt = None,
+) -> None:
+    """Merge the feeds of an OPML file into the feed list; feeds already listed are kept as they are."""
+    from worker.feeds import save_feeds
+    from worker.opml import OpmlError, parse_opml
+
+    path = _use_feeds(feeds)
+    try:
+        parsed = parse_opml(file.read_bytes())
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OpmlError as exc:
+        typer.echo(f"error: {file}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    current = _current_feeds(path, missing_ok=True)
+    listed = {f.id for f in current}
+    added = [f for f in parsed.feeds if f.id not in listed]
+    skipped = parsed.skipped + [(f.url, "already listed: kept as it is") for f in parsed.feeds if f.id in listed]
+    if added:
+        save_feeds(path, [*current, *added])
+    for what, why in skipped:
+        typer.echo(f"skipped: {what}: {why}", err=True)
+    typer.echo(f"added {len(added)}, skipped {len(skipped)} (feed list: {path})")
+
+
+@feeds_app.command("export")
+def feeds_export(
+    feeds: FeedsOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """Write the feed list as OPML 2.0, with every per-feed setting, for a feed reader or another worker."""
+    from worker.opml import to_opml, unexportable_tags
+
+    feed_list = _current_feeds(_use_feeds(feeds), missing_ok=False)
+    for feed in feed_list:
+        for tag in unexportable_tags(feed):
+            typer.echo(f"warning: {feed.url}: tag {tag!r} contains ',' or '/' and will read back split", err=True)
+    data = to_opml(feed_list)
+    if output is None:
+        typer.echo(data, nl=False)
+        return
+    output.write_bytes(data)
+    typer.echo(f"exported {len(feed_list)} feeds to {output}", err=True)
+
+
+@feeds_app.command("discover")
+def feeds_discover(
+    url: Annotated[str, typer.Argument(help="a site's home page (or any page of it, or a feed)")],
+    add: Annotated[bool, typer.Option("--add", help="add the first feed found that can be polled")] = False,
+    add_all: Annotated[bool, typer.Option("--all", help="add every feed found that can be polled (implies --add)")]
+    = False,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="with --add: tags of the added feeds")] = None,
+    feeds: FeedsOpt = None,
+) -> None:
+    """List the feeds a site offers (URL, media type, how found, title); --add puts them in the feed list."""
+    from worker import logs
+    from worker.discover import discover
+    from worker.feeds import Feed, save_feeds
+    from worker.fetch import FetchError
+
+    logs.configure()  # discovery logs go to stderr; stdout carries only the list
+    try:
+        found = discover(url)
+    except FetchError as exc:
+        typer.echo(f"error: {url}: {exc.reason}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for item in found:
+        note = "" if item.pollable else "\t(not pollable: the poller reads RSS, Atom and RDF)"
+        typer.echo(f"{item.url}\t{item.type}\t{item.source}\t{item.title}{note}")
+    if not found:
+        typer.echo(f"no feeds found at {url}", err=True)
+        raise typer.Exit(1)
+    if not (add or add_all):
+        return
+    pollable = [item for item in found if item.pollable]
+    if not pollable:
+        typer.echo("nothing to add: no feed found can be polled", err=True)
+        raise typer.Exit(1)
+    path = _use_feeds(feeds)
+    current = _current_feeds(path, missing_ok=True)
+    listed = {f.id for f in current}
+    new: list[Feed] = []
+    for item in pollable if add_all else pollable[:1]:
+        feed = Feed(url=item.url, name=item.title or None, tags=tuple(tag or ()))
+        if feed.id in listed:
+            typer.echo(f"already listed: {item.url}")
+            continue
+        listed.add(feed.id)
+        new.append(feed)
+        typer.echo(f"added: {item.url}")
+    if new:
+        save_feeds(path, [*current, *new])
 
 
 # --- stats, dead letters, eval -----------------------------------------------------------------------------------
