@@ -105,15 +105,13 @@ def _keys(host: str) -> list[str]:
 class Politeness:
     """The fleet-wide limiter. ``with polite.slot(url, kind="page"): fetch(...)``."""
 
-    def __init__(self, r: redis.Redis, settings: Settings | None = None) -> None:
+    def __init__(self, r: redis.Redis, settings: Settings | None = None, *, lease: float | None = None) -> None:
         self.r = r
         self.settings = settings or get_settings()
+        # a slot outlives the longest download it can cover, so only a dead holder's slot ever expires
+        self.lease = lease if lease is not None else self.settings.total_timeout + LEASE_MARGIN
         self._acquire = r.register_script(_ACQUIRE)
         self._pause = r.register_script(_PAUSE)
-
-    @property
-    def lease(self) -> float:
-        return self.settings.total_timeout + LEASE_MARGIN
 
     def try_acquire(self, host: str) -> tuple[str | None, float]:
         """One atomic attempt: ``(token, 0)`` when granted, ``(None, seconds to wait)`` otherwise."""
