@@ -8,6 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,9 +19,12 @@ from worker import runs
 from worker.demo.server import LocalServer, Response
 from worker.demo.site import build_site
 from worker.feeds import Feed
+from worker.pipeline import Context, RetryLater, fetch_and_extract
 from worker.politeness import HostBusy, Politeness, host_of
-from worker.schedule import Schedule, due_key
+from worker.schedule import Schedule, due_key, feed_summary
 from worker.settings import Settings
+from worker.tasks import FETCH_RETRIES, fetch_article
+from worker.urls import article_id, canonicalize
 
 HOST = "news.example"
 
@@ -229,3 +233,40 @@ def test_retry_after_with_feed_scope_holds_back_that_feed_only(redis_client: red
     second = poll_and_wait(redis_client, [other])
     assert second.get("polled:no_new_entries") == 1, second
     assert http_server.hits.get("/other.xml") == 1
+
+
+def page_task(server: LocalServer, path: str, scope: str | None, run_id: str | None = None) -> dict[str, Any]:
+    url = server.url(path)
+    feed = Feed(url=server.url("/feed.xml"), retry_after_scope=scope)  # type: ignore[arg-type]
+    return {"article_id": article_id(canonicalize(url)), "url": url, "canonical_url": canonicalize(url),
+            "title": "", "summary": "", "published": None, "feed": feed_summary(feed), "other_titles": [],
+            "run": run_id}
+
+
+@pytest.mark.parametrize("scope", ["host", "feed"])
+def test_page_429_with_retry_after_pauses_the_host_only_with_host_scope(
+        scope: str, redis_client: redis.Redis, http_server: LocalServer) -> None:
+    http_server.routes["/busy.html"] = Response(b"later", "text/plain", 429, {"Retry-After": "60"})
+    ctx = Context(redis_client, Settings(host_rate=0, robots_obey=False))
+    with pytest.raises(RetryLater) as info:
+        fetch_and_extract(ctx, page_task(http_server, "/busy.html", scope), final_attempt=False)
+    assert info.value.counted and info.value.countdown == 60
+    token, wait = ctx.polite.try_acquire(host_of(http_server.url("/")))
+    assert (token is None and 50 < wait <= 60) if scope == "host" else token is not None
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_busy_host_does_not_use_up_a_pages_retries(redis_client: redis.Redis, http_server: LocalServer) -> None:
+    site = build_site(http_server.url(""), n_articles=1, seed=12)
+    http_server.routes.update(site.routes)
+    run_id = f"busy{time.monotonic_ns()}"
+    task = page_task(http_server, site.article_path(site.articles[0].slug), None, run_id)
+    runs.start(redis_client, run_id, [])
+    runs.open_articles(redis_client, run_id, [task["article_id"]])
+    # Longer than the worker's host_wait_max: the page must be put off, not wait.
+    Politeness(redis_client).pause(host_of(task["url"]), 4)
+    # Sent as its last attempt: a retry that counted would exceed max_retries and the page would be lost.
+    fetch_article.apply_async((task,), queue="fetch", retries=FETCH_RETRIES)
+    wait_for(lambda: runs.pending(redis_client, run_id) == 0, 60, "the page")
+    assert [a["id"] for a in published(redis_client)] == [task["article_id"]], runs.totals(redis_client, run_id)
+    assert http_server.hits[site.article_path(site.articles[0].slug)] == 1

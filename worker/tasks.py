@@ -143,7 +143,8 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
             busy = int(task.get("host_busy", 0)) + 1
             countdown = min(MAX_COUNTDOWN, max(exc.countdown or 1.0, min(60.0, 2.0 ** min(busy, 6))))
             countdown *= random.uniform(1.0, 1.5)
-            log.info("fetch_deferred", reason=exc.reason, countdown=round(countdown, 1), host_busy=busy)
+            log.info("fetch_deferred", reason=exc.reason, countdown=round(countdown, 1), host_busy=busy,
+                     retries=self.request.retries)
             fetch_article.apply_async((task | {"host_busy": busy},), queue="fetch", countdown=countdown,
                                       retries=self.request.retries, task_id=self.request.id)
             handed_on = True
