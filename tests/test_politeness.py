@@ -182,6 +182,13 @@ def test_per_host_limit_holds_across_two_worker_processes(private: tuple[str, re
         path = site.article_path(art.slug)
         page = site.routes[path]
         http_server.routes[path] = slow(page)  # type: ignore[assignment]
+    feed_agents: list[str] = []
+
+    def feed_route(handler: BaseHTTPRequestHandler) -> None:
+        feed_agents.append(handler.headers.get("User-Agent", ""))
+        handler._send(site.routes[site.feed_path])  # type: ignore[attr-defined]
+
+    http_server.routes[site.feed_path] = feed_route
     env = {"INGEST_HOST_CONCURRENCY": "2", "INGEST_HOST_RATE": "0", "INGEST_CLEAN_HOLD_SECONDS": "0"}
     workers = [spawn(["worker", "-Q", "poll,fetch,publish", "-c", "2", "-n", f"polite{i}@%h", "-l", "INFO",
                       "--without-gossip", "--without-mingle"], url, tmp_path / f"w{i}.log", **env)
@@ -196,7 +203,7 @@ def test_per_host_limit_holds_across_two_worker_processes(private: tuple[str, re
         assert not [k for k in runs.totals(r, run_id) if k.startswith("dead_letters")]
         done = [(tmp_path / f"w{i}.log").read_text().count("fetch_article[") for i in range(2)]
         assert all(n > 0 for n in done), f"fetch tasks per worker: {done}"
-        assert agents == {Settings().user_agent}
+        assert agents == {Settings().user_agent} and feed_agents == [Settings().user_agent]
     finally:
         for proc in workers:
             stop(proc)
