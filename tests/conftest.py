@@ -19,6 +19,7 @@ import redis
 
 from worker.demo.server import LocalServer
 from worker.redisconn import RedisServer
+from worker.settings import LOCAL_UNLIMITED_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
@@ -47,6 +48,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("INGEST_CLEAN_HOLD_SECONDS", "5")
     os.environ.setdefault("INGEST_MIN_INTERVAL", "1")  # tests pin short feed intervals
     os.environ.setdefault("INGEST_LOG_FORMAT", "json")
+    # Every fixture is served by one host, 127.0.0.1: per-host politeness would only slow the suite down, and
+    # fault servers that answer every path badly would make robots.txt the failure under test. The politeness
+    # and robots tests set their own strict values.
+    for name, value in LOCAL_UNLIMITED_ENV.items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("INGEST_ROBOTS_OBEY", "false")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

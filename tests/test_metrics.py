@@ -33,6 +33,8 @@ EXPECTED_NAMES = {
     "ingest_dispatch_seconds", "ingest_feeds_due", "ingest_queue_depth", "ingest_queue_oldest_age_seconds",
     "ingest_task_seconds", "ingest_tasks_total", "ingest_feeds", "ingest_feeds_failing",
     "ingest_feed_consecutive_errors",
+    "ingest_host_wait_seconds", "ingest_host_busy_total", "ingest_host_pauses_total",
+    "ingest_robots_decisions_total", "ingest_robots_fetches_total",
 }
 
 
@@ -126,13 +128,18 @@ def test_scrape_shows_every_metric(server: str, redis_client: redis.Redis) -> No
     metrics.FEEDS_DUE.set(7)
     metrics.TASK_SECONDS.labels("worker.tasks.poll_feed").observe(0.1)
     metrics.TASKS.labels("worker.tasks.poll_feed", "success").inc()
+    metrics.HOST_WAIT_SECONDS.labels("page").observe(0.2)
+    metrics.HOST_BUSY.labels("feed").inc()
+    metrics.HOST_PAUSES.labels("page").inc()
+    metrics.ROBOTS_DECISIONS.labels("allowed").inc()
+    metrics.ROBOTS_FETCHES.labels("rules").inc()
 
     status, text = _get(server + "/metrics")
     assert status == 200
     names = {s[0] for s in _samples(text)}
     for name in EXPECTED_NAMES:
         if name in {"ingest_fetch_seconds", "ingest_extract_seconds", "ingest_dispatch_seconds",
-                    "ingest_task_seconds"}:
+                    "ingest_task_seconds", "ingest_host_wait_seconds"}:
             assert name + "_bucket" in names and name + "_count" in names, name
         else:
             assert name in names, name

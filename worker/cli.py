@@ -165,6 +165,11 @@ def _run_demo(concurrency: int | None, timeout: float) -> None:
     from worker.feeds import Feed, save_feeds
 
     os.environ["INGEST_ALLOW_PRIVATE_NETWORKS"] = "true"  # the demo site is served on localhost
+    # one local host serves the whole demo site: per-host politeness would only make the demo crawl
+    from worker.settings import LOCAL_UNLIMITED_ENV
+
+    for name, value in LOCAL_UNLIMITED_ENV.items():
+        os.environ.setdefault(name, value)
     get_settings.cache_clear()
     server, site = serve_demo()
     try:

@@ -42,17 +42,20 @@ __all__ = [
     "parse_retry_after",
 ]
 
-Kind = Literal["feed", "page"]
+Kind = Literal["feed", "page", "robots"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 8192
 MAX_RETRY_AFTER = 7 * 86400.0  # a hostile or buggy header must not park a feed for years
 SNIFF_BYTES = 1024
 BOMB_RATIO = 100  # real HTML/XML compresses 5-30x; zeros compress ~1000x
+ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least 500 KiB; more is not read
 
 PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 FEED_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+ROBOTS_ACCEPT = "text/plain, */*;q=0.5"
+_ACCEPT = {"feed": FEED_ACCEPT, "page": PAGE_ACCEPT, "robots": ROBOTS_ACCEPT}
 
 _BINARY_MAGIC = (
     b"%PDF-", b"\x89PNG", b"GIF87a", b"GIF89a", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b", b"RIFF",
@@ -319,7 +322,8 @@ def fetch(url: str, *, kind: Kind, settings: Settings | None = None, etag: str |
 
 def _fetch(client: httpx.Client, url: str, kind: Kind, settings: Settings, policy: _Policy, deadline: float,
            etag: str | None, last_modified: str | None) -> FetchResult:
-    limit = settings.max_feed_bytes if kind == "feed" else settings.max_page_bytes
+    limit = {"feed": settings.max_feed_bytes, "page": settings.max_page_bytes,
+             "robots": min(settings.max_page_bytes, ROBOTS_MAX_BYTES)}[kind]
     current = _check_url(url, policy)
     jar = httpx.Cookies()  # lives for this redirect chain only
     seen: set[tuple[str, str]] = set()
@@ -329,7 +333,7 @@ def _fetch(client: httpx.Client, url: str, kind: Kind, settings: Settings, polic
         if state in seen:
             raise FetchError("redirect_loop", f"redirect loop at {_short(current)}")
         seen.add(state)
-        headers = {"Accept": FEED_ACCEPT if kind == "feed" else PAGE_ACCEPT,
+        headers = {"Accept": _ACCEPT[kind],
                    "Accept-Encoding": "gzip, deflate", "User-Agent": settings.user_agent}
         if kind == "feed" and etag:
             headers["If-None-Match"] = etag
@@ -520,6 +524,8 @@ def _check_peer(response: httpx.Response, policy: _Policy) -> None:
 def _check_content_type(kind: Kind, media: str) -> None:
     if kind == "page":
         ok = media in PAGE_TYPES or media == ""
+    elif kind == "robots":
+        ok = media == "" or media.startswith("text/")  # text/plain by RFC 9309; text/html from catch-all sites
     else:
         # Feeds are often mislabelled (text/html, text/plain, octet-stream): the parser decides those.
         ok = (media == "" or media.startswith("text/") or media == "application/octet-stream"

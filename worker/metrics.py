@@ -103,7 +103,7 @@ ENQUEUED_AT_HEADER = "enqueued_at"
 # --- pipeline metrics (incremented by worker/tasks.py and friends) ------------------------------------------
 
 FEEDS_POLLED = Counter(
-    "ingest_feeds_polled", "Feed polls by outcome (new_entries, no_new_entries, not_modified, error).",
+    "ingest_feeds_polled", "Feed polls by outcome (new_entries, no_new_entries, not_modified, deferred, error).",
     ["outcome"],
 )
 ENTRIES_SEEN = Counter("ingest_entries_seen", "Feed entries read from polled feeds.")
@@ -126,6 +126,24 @@ DUPLICATES = Counter("ingest_duplicates", "Articles recognised as duplicates, by
 ARTICLES_PUBLISHED = Counter("ingest_articles_published", "Articles published, by stream.", ["stream"])
 DEAD_LETTERS = Counter(
     "ingest_dead_letters", "Items written to the dead-letter stream, by reason.", ["reason"]
+)
+HOST_WAIT_SECONDS = Histogram(
+    "ingest_host_wait_seconds", "Time waited for a host's politeness slot before a request, by kind.", ["kind"],
+    buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
+HOST_BUSY = Counter(
+    "ingest_host_busy", "Requests put off because their host stayed at its politeness limit or paused "
+    "(feeds deferred, pages retried later), by kind.", ["kind"],
+)
+HOST_PAUSES = Counter(
+    "ingest_host_pauses", "Hosts paused whole by a Retry-After with host scope, by kind of request.", ["kind"]
+)
+ROBOTS_DECISIONS = Counter(
+    "ingest_robots_decisions", "robots.txt checks of article pages, by decision (allowed, disallowed, "
+    "unavailable, skipped).", ["decision"],
+)
+ROBOTS_FETCHES = Counter(
+    "ingest_robots_fetches", "robots.txt downloads, by result (rules, allow_all, unavailable).", ["result"]
 )
 DISPATCH_SECONDS = Histogram(
     "ingest_dispatch_seconds", "Time of one beat dispatch tick.",

@@ -24,10 +24,12 @@ from worker.deadletter import DeadLetters
 from worker.dedup import BucketSet, StoryIndex
 from worker.extract import extract_page
 from worker.feeds import Feed
-from worker.fetch import FetchError, decode_html, fetch, make_client
+from worker.fetch import FetchError, FetchResult, Kind, decode_html, fetch, make_client
 from worker.keys import digest, key
 from worker.parse import FeedError, ParsedFeed, parse_feed
+from worker.politeness import HostBusy, Politeness, retry_after_scope
 from worker.publish import Publisher, streams_for
+from worker.robots import UNAVAILABLE_SECONDS, Robots
 from worker.schedule import Answer, Schedule, feed_summary
 from worker.settings import Settings, get_settings
 from worker.sitememory import SiteMemory
@@ -39,12 +41,14 @@ MAX_OTHER_TITLES = 100
 
 
 class RetryLater(Exception):
-    """A transient failure (timeout, 5xx): the task should be retried; carries the server's wish if any."""
+    """A transient failure (timeout, 5xx): the task should be retried; carries the server's wish if any.
+    ``counted`` False (a busy host: nothing failed) asks for a retry that does not use up an attempt."""
 
-    def __init__(self, reason: str, countdown: float | None = None) -> None:
+    def __init__(self, reason: str, countdown: float | None = None, *, counted: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.countdown = countdown
+        self.counted = counted
 
 
 @dataclass
@@ -82,6 +86,27 @@ class Context:
     def dead(self) -> DeadLetters:
         return DeadLetters(self.r, self.settings)
 
+    @cached_property
+    def polite(self) -> Politeness:
+        return Politeness(self.r, self.settings)
+
+    @cached_property
+    def robots(self) -> Robots:
+        return Robots(self.r, self.settings, self.http, self.polite)
+
+
+def polite_fetch(ctx: Context, url: str, kind: Kind, *, etag: str | None = None,
+                 last_modified: str | None = None) -> FetchResult:
+    """``fetch`` inside one of the host's politeness slots; the fetch histogram times the download only, not
+    the wait. Raises HostBusy or FetchError."""
+    with ctx.polite.slot(url, kind=kind):
+        started = time.monotonic()
+        try:
+            return fetch(url, kind=kind, settings=ctx.settings, etag=etag, last_modified=last_modified,
+                         client=ctx.http)
+        finally:
+            metrics.FETCH_SECONDS.observe(time.monotonic() - started)
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -93,7 +118,8 @@ def now_iso() -> str:
 @dataclass
 class PollResult:
     feed: Feed
-    outcome: Literal["new_entries", "no_new_entries", "not_modified", "unchanged", "error"]
+    # deferred: the feed's host was at its politeness limit; it is polled again soon, nothing is recorded
+    outcome: Literal["new_entries", "no_new_entries", "not_modified", "unchanged", "deferred", "error"]
     tasks: list[dict[str, Any]] = field(default_factory=list)
     seen_ids: list[str] = field(default_factory=list)
     error: str | None = None
@@ -106,14 +132,17 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
     and the validators are not stored until ``commit_poll`` runs after the fan-out, so a crash in between
     re-polls (publishing is idempotent) instead of losing entries."""
     state = ctx.schedule.state(feed.id)
-    started = time.monotonic()
     try:
-        resp = fetch(feed.url, kind="feed", settings=ctx.settings, etag=state.etag,
-                     last_modified=state.last_modified, client=ctx.http)
+        resp = polite_fetch(ctx, feed.url, "feed", etag=state.etag, last_modified=state.last_modified)
+    except HostBusy as exc:
+        # Not the feed's fault: no error counted, validators untouched, polled again once the host frees up.
+        ctx.schedule.defer(feed.id, exc.wait)
+        log.info("feed_deferred", feed=feed.label, host=exc.host, retry_in=round(exc.wait, 1))
+        return PollResult(feed, "deferred")
     except FetchError as exc:
+        ctx.polite.honour_retry_after(feed.url, status=exc.status, retry_after=exc.retry_after,
+                                      scope=retry_after_scope(ctx.settings, feed.retry_after_scope), kind="feed")
         return _poll_failed(ctx, feed, exc.reason, str(exc), exc.retry_after, run_id)
-    finally:
-        metrics.FETCH_SECONDS.observe(time.monotonic() - started)
     if resp.not_modified:
         return PollResult(feed, "not_modified",
                           answer=Answer(304, retry_after=resp.retry_after, fresh_for=resp.fresh_for))
@@ -208,7 +237,7 @@ def _guid_id(feed: Feed, guid: str) -> str:
 
 def commit_poll(ctx: Context, result: PollResult, run_id: str | None = None) -> None:
     """After the fan-out: remember the entries as seen, store validators, schedule the next poll, count."""
-    if result.outcome != "error":
+    if result.outcome not in ("error", "deferred"):
         if result.seen_ids:
             ctx.seen.add_many(result.seen_ids)
         assert result.answer is not None
@@ -250,20 +279,25 @@ def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool
     if ctx.publisher.is_published(aid):
         log.info("already_published")
         return None
-    started = time.monotonic()
     try:
-        resp = fetch(task["url"], kind="page", settings=ctx.settings, client=ctx.http)
+        if not robots_permit(ctx, task, final_attempt=final_attempt):
+            return None
+        resp = polite_fetch(ctx, task["url"], "page")
         metrics.PAGES_FETCHED.labels(status="ok").inc()
+    except HostBusy as exc:
+        # The host is at its fleet-wide limit: nothing failed, so the retry does not use up an attempt.
+        raise RetryLater("host_busy", exc.wait, counted=False) from exc
     except FetchError as exc:
         metrics.PAGES_FETCHED.labels(status=exc.reason).inc()
+        scope = retry_after_scope(ctx.settings, task["feed"].get("retry_after_scope"))
+        ctx.polite.honour_retry_after(task["url"], status=exc.status, retry_after=exc.retry_after, scope=scope,
+                                      kind="page")
         if exc.retryable and not final_attempt:
             raise RetryLater(exc.reason, exc.retry_after) from exc
         log.error("page_failed", reason=exc.reason, error=str(exc))
         dead_letter(ctx, stage="fetch", reason=exc.reason, url=task["url"], error=str(exc), payload=task,
                     run_id=task.get("run"))
         return None
-    finally:
-        metrics.FETCH_SECONDS.observe(time.monotonic() - started)
 
     started = time.monotonic()
     # the feed entry's date makes htmldate's search (~2 ms a page, more on old pages) unnecessary
@@ -283,6 +317,29 @@ def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool
         "fetched_at": now_iso(),
         "extracted": asdict(extracted) | {"title": title},
     }
+
+
+def robots_permit(ctx: Context, task: dict[str, Any], *, final_attempt: bool) -> bool:
+    """Whether robots.txt lets us fetch the page (``robots_obey``, unless its feed says ``robots: false``).
+    Disallowed: a dead letter, never retried. robots.txt unreachable: RFC 9309 says disallow for now, so
+    the page is retried later (RetryLater), and dead-lettered as ``robots_unavailable`` on its last attempt.
+    Raises HostBusy when the host's slots are taken while its robots.txt must be fetched."""
+    if not ctx.settings.robots_obey or task["feed"].get("robots") is False:
+        metrics.ROBOTS_DECISIONS.labels(decision="skipped").inc()
+        return True
+    verdict = ctx.robots.check(task["url"])
+    metrics.ROBOTS_DECISIONS.labels(decision=verdict.decision).inc()
+    if verdict.decision == "allowed":
+        return True
+    if verdict.decision == "unavailable" and not final_attempt:
+        raise RetryLater("robots_unavailable", UNAVAILABLE_SECONDS)  # sooner would only meet the cached "no"
+    reason = "robots_disallowed" if verdict.decision == "disallowed" else "robots_unavailable"
+    error = ("robots.txt disallows this page for " + ctx.robots.token if verdict.decision == "disallowed"
+             else "robots.txt unreachable (5xx or network error): RFC 9309 says disallow all")
+    log.error("page_failed", reason=reason, error=error)
+    dead_letter(ctx, stage="fetch", reason=reason, url=task["url"], error=error, payload=task,
+                run_id=task.get("run"))
+    return False
 
 
 # --- clean, same story, publish --------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ from pydantic_settings import (
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
+# Host limits for a fleet that fetches everything from one local host on purpose (tests, the demo, benchmarks):
+# politeness there would only measure the limiter.
+LOCAL_UNLIMITED_ENV = {"INGEST_HOST_RATE": "0", "INGEST_HOST_CONCURRENCY": "1000"}
+
 
 def _settings_file() -> Path | None:
     raw = os.environ.get("INGEST_SETTINGS_FILE")
@@ -61,6 +65,15 @@ class Settings(BaseSettings):
     max_page_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 5
     allow_private_networks: bool = False
+
+    # --- politeness (per host, shared by every worker through Redis) -----------------------------------------
+    host_concurrency: int = Field(default=2, ge=1)  # requests in flight to one host, fleet-wide
+    host_rate: float = Field(default=1.0, ge=0)  # requests per second to one host, fleet-wide; 0: no rate limit
+    host_wait_max: float = Field(default=2.0, ge=0)  # longest wait for a host's slot before putting the work off
+    retry_after_scope: Literal["feed", "host"] = "feed"  # what a 429/503 Retry-After pauses (Feed may override)
+    robots_obey: bool = True  # check robots.txt before fetching an article page (Feed.robots may turn it off)
+    robots_cache_seconds: float = Field(default=86400.0, gt=0)
+    robots_user_agent: str = ""  # product token matched in robots.txt; empty: the product of user_agent
 
     # --- cleaning and dedup -----------------------------------------------------------------------------
     clean_hold_seconds: float = 20.0  # how long a page of a barely known site waits for its batch

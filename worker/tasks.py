@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from worker.redisconn import get_redis
 log = structlog.get_logger("worker.tasks")
 
 FETCH_RETRIES = 3
+MAX_COUNTDOWN = 300  # longer ETAs sit in worker memory and risk redelivery past the visibility timeout
 _ctx: pipeline.Context | None = None
 _feed_lists: dict[str, FeedList] = {}
 
@@ -134,10 +136,23 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
                 # and ~20 % of a worker's time (ops/bench/throughput.py).
                 pipeline.publish(c, prepared)
     except pipeline.RetryLater as exc:
+        if not exc.counted:
+            # A busy host is no failure: re-send the task with its retry count unchanged (self.retry would use
+            # up an attempt), backing off with the number of times it found the host busy, with jitter so the
+            # pages of one host do not all come back at once.
+            busy = int(task.get("host_busy", 0)) + 1
+            countdown = min(MAX_COUNTDOWN, max(exc.countdown or 1.0, min(60.0, 2.0 ** min(busy, 6))))
+            countdown *= random.uniform(1.0, 1.5)
+            log.info("fetch_deferred", reason=exc.reason, countdown=round(countdown, 1), host_busy=busy,
+                     retries=self.request.retries)
+            fetch_article.apply_async((task | {"host_busy": busy},), queue="fetch", countdown=countdown,
+                                      retries=self.request.retries, task_id=self.request.id)
+            handed_on = True
+            return
         countdown = exc.countdown or 2 ** (self.request.retries + 1)
         log.warning("fetch_retry", reason=exc.reason, countdown=countdown, attempt=self.request.retries + 1)
         handed_on = True  # the retry is still this run's work
-        raise self.retry(countdown=min(countdown, 300)) from exc
+        raise self.retry(countdown=min(countdown, MAX_COUNTDOWN)) from exc
     except SoftTimeLimitExceeded:
         pipeline.dead_letter(c, stage="fetch", reason="time_limit", url=task["url"], error="soft time limit",
                              payload=task, run_id=run_id)

@@ -36,7 +36,7 @@ import redis  # noqa: E402
 
 from worker.demo.server import Response, Route  # noqa: E402
 from worker.redisconn import RedisServer  # noqa: E402
-from worker.settings import get_settings  # noqa: E402
+from worker.settings import LOCAL_UNLIMITED_ENV, get_settings  # noqa: E402
 
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
 LOG_DIR = Path(tempfile.gettempdir()) / "ingest-bench"
@@ -46,6 +46,8 @@ BASE_ENV = {
     "INGEST_ALLOW_PRIVATE_NETWORKS": "true",
     "INGEST_METRICS_PORT": "0",
     "INGEST_LOG_FORMAT": "json",
+    # every page comes from one local host: per-host politeness would measure the limiter, not the pipeline
+    **LOCAL_UNLIMITED_ENV,
 }
 
 
