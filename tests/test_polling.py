@@ -106,11 +106,13 @@ def test_unchanged_body_without_validators_is_not_parsed(
 @pytest.mark.parametrize(("headers", "at_least"), [
     ({"Cache-Control": "public, max-age=7200"}, 7200),
     ({"Cache-Control": "max-age=7200", "Age": "3600"}, 3600),
-    ({"Expires": formatdate(time.time() + 10_800, usegmt=True)}, 10_700),
+    ({"Expires": "+10800"}, 10_700),  # written as an HTTP date when served
     ({"Cache-Control": "no-cache, max-age=7200"}, None),
 ])
 def test_cache_headers_stretch_the_interval(ctx: pipeline.Context, http_server: LocalServer,
                                            headers: dict[str, str], at_least: float | None) -> None:
+    if headers.get("Expires", "").startswith("+"):
+        headers = headers | {"Expires": formatdate(time.time() + float(headers["Expires"]), usegmt=True)}
     http_server.routes["/c.xml"] = Response(rss(2, step_minutes=1), "application/rss+xml", headers=headers)
     feed = Feed(url=http_server.url("/c.xml"))
     ctx.schedule.sync([feed])
