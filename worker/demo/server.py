@@ -8,6 +8,7 @@ routes that carry an ETag or Last-Modified, so 304s are real.
 from __future__ import annotations
 
 import io
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     routes: dict[str, Route]
     hits: dict[str, int]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing its keep-alive connection (a worker shutting down) is normal; anything else is
+        # still printed.
+        if not isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            super().handle_error(request, client_address)
 
 
 class LocalServer:
