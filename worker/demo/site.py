@@ -1226,7 +1226,7 @@ def _render_feed(site: DemoSite) -> Response:
     ).encode()
     etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
     return Response(body, "application/rss+xml; charset=utf-8",
-                    headers={"ETag": etag, "Last-Modified": last_modified, "Cache-Control": "max-age=60"})
+                    headers={"ETag": etag, "Last-Modified": last_modified})
 
 
 # ------------------------------------------------------------------------------------------------------------
