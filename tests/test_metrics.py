@@ -30,6 +30,7 @@ EXPECTED_NAMES = {
     "ingest_duplicates_total", "ingest_articles_published_total", "ingest_dead_letters_total",
     "ingest_dispatch_seconds", "ingest_feeds_due", "ingest_queue_depth", "ingest_queue_oldest_age_seconds",
     "ingest_task_seconds", "ingest_tasks_total",
+    "ingest_websub_deliveries_total", "ingest_websub_subscriptions_total",
 }
 
 

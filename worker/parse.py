@@ -44,6 +44,8 @@ class ParsedFeed:
     ttl_seconds: float | None
     skipped: list[tuple[str, str]]  # (what, reason) for each dropped entry
     warning: str | None  # what feedparser recovered from, if anything
+    hub: str | None = None  # WebSub hub advertised by <link rel="hub"> / <atom:link rel="hub">
+    self_url: str | None = None  # the feed's own URL by rel="self" (the WebSub topic)
 
 
 class FeedError(Exception):
@@ -103,7 +105,23 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
             published=_iso(dict.get(raw, "published_parsed") or dict.get(raw, "updated_parsed")),
         ))
     return ParsedFeed(title=_text(feed_info, "title"), entries=entries, ttl_seconds=_ttl(feed_info),
-                      skipped=skipped, warning=warning)
+                      skipped=skipped, warning=warning, hub=_feed_link(feed_info, "hub", url),
+                      self_url=_feed_link(feed_info, "self", url))
+
+
+def _feed_link(feed_info: Any, rel: str, base: str) -> str | None:
+    """The first http(s) target of a feed-level link relation (WebSub discovery), absolute."""
+    for item in feed_info.get("links", []):
+        if str(item.get("rel", "")).lower() != rel:
+            continue
+        href = _clean(item.get("href"))
+        try:
+            absolute = urljoin(base, href) if href and len(href) <= MAX_LINK_LENGTH else ""
+        except ValueError:
+            continue
+        if urlsplit(absolute).scheme.lower() in ("http", "https") and not any(c.isspace() for c in absolute):
+            return absolute
+    return None
 
 
 def _written_in(body: bytes, link: str) -> bool:

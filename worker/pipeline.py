@@ -97,6 +97,9 @@ class PollResult:
     error: str | None = None
     # what to record in the schedule once the tasks are safely enqueued
     validators: dict[str, Any] = field(default_factory=dict)
+    # WebSub discovery: the advertised hub and the feed's own URL (Link header first, then the feed's links)
+    hub: str | None = None
+    self_url: str | None = None
 
 
 def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
@@ -128,6 +131,8 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
         seen_ids=seen_ids,
         validators={"status": 200, "etag": resp.etag, "last_modified": resp.last_modified,
                     "ttl_seconds": parsed.ttl_seconds, "retry_after": resp.retry_after},
+        hub=resp.links.get("hub") or parsed.hub,
+        self_url=resp.links.get("self") or parsed.self_url,
     )
 
 
