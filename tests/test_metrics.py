@@ -119,6 +119,8 @@ def test_scrape_shows_every_metric(server: str) -> None:
     metrics.FEEDS_DUE.set(7)
     metrics.TASK_SECONDS.labels("worker.tasks.poll_feed").observe(0.1)
     metrics.TASKS.labels("worker.tasks.poll_feed", "success").inc()
+    metrics.WEBSUB_DELIVERIES.labels("accepted").inc()
+    metrics.WEBSUB_SUBSCRIPTIONS.labels("verified").inc()
 
     status, text = _get(server + "/metrics")
     assert status == 200
