@@ -134,7 +134,8 @@ def test_when_to_subscribe() -> None:
     assert websub.needs_request(_sub(state="pending", pending="subscribe"), hub, topic, t0 + 3601)
     assert not websub.needs_request(_sub(hub="https://new-hub.example/"), hub, topic, t0 + 60)
     assert websub.needs_request(_sub(hub="https://new-hub.example/"), hub, topic, t0 + 3601)
-    assert websub.needs_request(_sub(state="denied"), hub, topic, t0 + 3601)
+    assert not websub.needs_request(_sub(state="denied"), hub, topic, t0 + 3601)
+    assert websub.needs_request(_sub(state="denied"), hub, topic, t0 + 86401)
 
 
 # --- a hub -----------------------------------------------------------------------------------------------------
@@ -355,6 +356,23 @@ def test_refusing_hub_is_not_hammered(redis_client: redis.Redis, hub: Hub) -> No
     assert hub.requests[-1]["hub.mode"] == "unsubscribe" and "hub.secret" not in hub.requests[-1]
     assert hub.verified.wait(30) and hub.verifications[-1][0] == 200
     assert websub.load(redis_client, feed.id) is None and not websub.push_active(redis_client, feed.id)
+
+
+@pytest.mark.usefixtures("callback")
+def test_a_304_poll_renews_what_the_last_full_poll_advertised(redis_client: redis.Redis, hub: Hub) -> None:
+    feed = Feed(url="http://127.0.0.1:9/renewed.xml")
+    ctx = Context(redis_client)
+    topic = "http://127.0.0.1:9/self.xml"
+    assert websub.maybe_subscribe(ctx, feed, hub.url, topic)
+    assert hub.verified.wait(30) and websub.push_active(redis_client, feed.id)
+    later = time.time() + websub.RETRY_SECONDS + 1  # the 600 s lease is inside its last hour
+    # a full feed that no longer names a hub: no renewal, the lease lapses and polling takes over
+    assert not websub.maybe_subscribe(ctx, feed, None, None, now=later)
+    # a 304 says nothing about the hub: renew the subscription we hold, same hub and topic
+    hub.verified.clear()
+    assert websub.maybe_subscribe(ctx, feed, None, None, now=later, not_modified=True)
+    assert [(r["hub.mode"], r["hub.topic"]) for r in hub.requests] == [("subscribe", topic)] * 2
+    assert hub.verified.wait(30) and hub.verifications[-1][0] == 200
 
 
 def test_denied_subscription(redis_client: redis.Redis, hub: Hub, callback: str) -> None:

@@ -130,7 +130,7 @@ DEAD_LETTERS = Counter(
 WEBSUB_DELIVERIES = Counter(
     "ingest_websub_deliveries",
     "WebSub deliveries received by the callback, by outcome (accepted, bad_signature, no_signature, "
-    "unknown_feed, too_large, enqueue_failed).",
+    "unknown_feed, too_large, not_configured, enqueue_failed).",
     ["outcome"],
 )
 WEBSUB_SUBSCRIPTIONS = Counter(

@@ -106,10 +106,11 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
 def _subscribe(c: pipeline.Context, feed: Feed, result: pipeline.PollResult) -> None:
     """A feed that advertises a WebSub hub gets subscribed (or renewed) after a good poll; a failure there
     only means the feed stays polled, so it must not count as a failed poll."""
-    if result.outcome == "error" or result.hub is None:
+    if result.outcome == "error" or (result.hub is None and result.outcome != "not_modified"):
         return
     try:
-        websub.maybe_subscribe(c, feed, result.hub, result.self_url)
+        websub.maybe_subscribe(c, feed, result.hub, result.self_url,
+                               not_modified=result.outcome == "not_modified")
     except Exception:
         log.exception("websub_subscribe_crashed")
 

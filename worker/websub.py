@@ -29,6 +29,7 @@ from worker.settings import Settings
 log = structlog.get_logger("worker.websub")
 
 RETRY_SECONDS = 3600.0  # at most one subscription request per feed per hour, whatever happened to the last
+DENIED_RETRY_SECONDS = 86400.0  # a hub that denied us is asked again only a day later
 PENDING_MAX_AGE = 86400.0  # a hub verifying a request older than this is answered as if none were pending
 RENEW_FRACTION = 0.1  # renew when this share of the granted lease is left...
 RENEW_MIN_SECONDS = 3600.0  # ...or an hour, whichever is longer
@@ -130,11 +131,11 @@ def push_active(r: redis.Redis, feed_id: str, now: float | None = None) -> bool:
 
 def needs_request(sub: Subscription | None, hub: str, topic: str, now: float) -> bool:
     """Whether to (re)subscribe: never asked, hub or topic changed, or the lease is in its last 10 % (at
-    least its last hour); but never twice within RETRY_SECONDS, so a hub that fails or never verifies is
-    not hammered on every poll."""
+    least its last hour); but never twice within RETRY_SECONDS (a day after a denial), so a hub that fails,
+    never verifies or refuses us is not hammered on every poll."""
     if sub is None:
         return True
-    if now - sub.requested_at < RETRY_SECONDS:
+    if now - sub.requested_at < (DENIED_RETRY_SECONDS if sub.state == "denied" else RETRY_SECONDS):
         return False
     if sub.hub != hub or sub.topic != topic or sub.state != "verified":
         return True
@@ -146,15 +147,21 @@ def needs_request(sub: Subscription | None, hub: str, topic: str, now: float) ->
 
 
 def maybe_subscribe(ctx: pipeline.Context, feed: Feed, hub: str | None, self_url: str | None,
-                    now: float | None = None) -> bool:
+                    now: float | None = None, *, not_modified: bool = False) -> bool:
     """After a successful poll: subscribe (or renew) when the feed advertises a hub and push is configured.
-    The topic is the feed's rel=self URL when it names one, as the spec requires. Returns True when a
-    request was sent and the hub accepted it."""
-    if hub is None or not enabled(ctx.settings):
+    The topic is the feed's rel=self URL when it names one, as the spec requires. A 304 carries no feed, so
+    it renews what the last full poll advertised; a full feed that stopped naming a hub lets the lease
+    lapse. Returns True when a request was sent and the hub accepted it."""
+    if not enabled(ctx.settings):
+        return False
+    current = load(ctx.r, feed.id)
+    if hub is None and not_modified and current is not None and current.state != "denied":
+        hub, self_url = current.hub, current.topic
+    if hub is None:
         return False
     now = time.time() if now is None else now
     topic = self_url or feed.url
-    if not needs_request(load(ctx.r, feed.id), hub, topic, now):
+    if not needs_request(current, hub, topic, now):
         return False
     return request(ctx, feed.id, hub, topic, "subscribe", now=now)
 

@@ -68,7 +68,11 @@ def make_app(r: redis.Redis, settings: Settings | None = None, enqueue: Enqueue 
             # Removed from the feed list (or never on it): 410 asks the hub to end the subscription.
             r.delete(websub.state_key(feed_id))
             return _outcome("unknown_feed", feed_id, 410)
-        if websub.load(r, feed_id) is None or not websub.enabled(settings):
+        if not websub.enabled(settings):
+            # Our configuration, not the hub's subscription, is wrong: make the hub retry rather than drop it.
+            log.error("websub_not_configured", feed_id=feed_id)
+            return _outcome("not_configured", feed_id, 503)
+        if websub.load(r, feed_id) is None:
             return _outcome("unknown_feed", feed_id, 410)
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
@@ -116,6 +120,8 @@ def _answer(start_response: StartResponse, status: int, body: str) -> list[bytes
 
 class _QuietHandler(WSGIRequestHandler):
     """Outcomes are logged as structured events above; no access-log line on stderr per request."""
+
+    timeout = 30  # seconds of socket silence before a slow (or hostile) client's thread is let go
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
