@@ -8,6 +8,7 @@ The Redis URL is settled in ``pytest_configure``, before any test module imports
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, value in LOCAL_UNLIMITED_ENV.items():
         os.environ.setdefault(name, value)
     os.environ.setdefault("INGEST_ROBOTS_OBEY", "false")
+    # Push on for every worker the suite starts, pointing at a port kept free for tests/test_websub.py's
+    # callback server (no other test's feed advertises a hub, so nothing else subscribes).
+    os.environ.setdefault("INGEST_WEBSUB_SECRET", "test-websub-master-secret")
+    os.environ.setdefault("INGEST_WEBSUB_CALLBACK_URL", f"http://127.0.0.1:{_free_port()}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -35,6 +35,7 @@ EXPECTED_NAMES = {
     "ingest_feed_consecutive_errors",
     "ingest_host_wait_seconds", "ingest_host_busy_total", "ingest_host_pauses_total",
     "ingest_robots_decisions_total", "ingest_robots_fetches_total",
+    "ingest_websub_deliveries_total", "ingest_websub_subscriptions_total",
 }
 
 
@@ -133,6 +134,8 @@ def test_scrape_shows_every_metric(server: str, redis_client: redis.Redis) -> No
     metrics.HOST_PAUSES.labels("page").inc()
     metrics.ROBOTS_DECISIONS.labels("allowed").inc()
     metrics.ROBOTS_FETCHES.labels("rules").inc()
+    metrics.WEBSUB_DELIVERIES.labels("accepted").inc()
+    metrics.WEBSUB_SUBSCRIPTIONS.labels("verified").inc()
 
     status, text = _get(server + "/metrics")
     assert status == 200

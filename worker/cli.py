@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,8 @@ feeds_app = typer.Typer(help="Manage the feed list.", no_args_is_help=True)
 dead_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(dead_app, name="dead-letters")
+websub_app = typer.Typer(help="Push (WebSub): the callback endpoint hubs deliver to.", no_args_is_help=True)
+app.add_typer(websub_app, name="websub")
 
 FeedsOpt = Annotated[Path | None, typer.Option("--feeds", help="feeds YAML file (default: INGEST_FEEDS)")]
 
@@ -556,6 +559,33 @@ def eval_cmd(path: Path) -> None:
     from worker.evaluate import run_eval
 
     typer.echo(run_eval(path, _redis()))
+
+
+@websub_app.command("serve")
+def websub_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
+    port: Annotated[int | None, typer.Option(help="port (default: INGEST_WEBSUB_PORT)")] = None,
+) -> None:
+    """Serve the WebSub callback (hub verification and signed deliveries), /healthz, /readyz and /metrics."""
+    from worker import websub
+    from worker.logs import get_logger
+    from worker.websub_callback import start
+
+    r = _redis()
+    settings = get_settings()
+    log = get_logger("worker.websub")
+    if not websub.enabled(settings):
+        # Still serve: hubs of earlier subscriptions get their 410, and the probes answer.
+        log.error("websub_not_configured",
+                  error="set INGEST_WEBSUB_CALLBACK_URL and INGEST_WEBSUB_SECRET to receive pushes")
+    server = start(r, host, port, settings=settings)
+    log.info("websub_serving", host=host, port=server.server_port, callback=settings.websub_callback_url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    stop.wait()
+    server.shutdown()
+    server.server_close()
 
 
 def main() -> None:

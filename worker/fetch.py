@@ -40,6 +40,7 @@ __all__ = [
     "make_client",
     "parse_freshness",
     "parse_retry_after",
+    "post_form",
 ]
 
 Kind = Literal["feed", "page", "robots"]
@@ -80,6 +81,8 @@ class FetchResult:
     last_modified: str | None
     retry_after: float | None  # seconds
     fresh_for: float | None = None  # seconds the server says the response stays fresh (Cache-Control/Expires)
+    # rel -> absolute URL from the Link header (RFC 8288), e.g. a WebSub "hub" and "self"
+    links: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def not_modified(self) -> bool:
@@ -384,7 +387,7 @@ def _finish(response: httpx.Response, url: httpx.URL, kind: Kind, limit: int, de
     result = FetchResult(url=str(url), status=status, body=b"", content_type=media, charset=charset,
                          etag=response.headers.get("ETag"),
                          last_modified=response.headers.get("Last-Modified"), retry_after=retry_after,
-                         fresh_for=parse_freshness(response.headers))
+                         fresh_for=parse_freshness(response.headers), links=_links(response, url))
     if status == 304:
         # drain the (empty) body so httpx keeps the connection for the next poll of this host
         _read_body(response, limit, deadline)
@@ -473,6 +476,65 @@ class _Decoder:
             raise FetchError("decompression_bomb",
                              f"{consumed} compressed bytes inflate past the {self.limit}-byte limit")
         raise FetchError("too_large", f"body exceeds {self.limit} bytes")
+
+
+def _links(response: httpx.Response, base: httpx.URL) -> dict[str, str]:
+    """The Link header's targets by relation (first one wins), made absolute against the response URL."""
+    found: dict[str, str] = {}
+    try:
+        links = response.links
+    except (ValueError, KeyError):  # a mangled header is no reason to drop the body
+        return found
+    for item in links.values():
+        target = (item.get("url") or "").strip()
+        for rel in (item.get("rel") or "").lower().split():
+            if target and rel not in found:
+                try:
+                    found[rel] = str(base.join(target))
+                except httpx.InvalidURL:
+                    continue
+    return found
+
+
+def post_form(url: str, data: dict[str, str], *, settings: Settings | None = None,
+              client: httpx.Client | None = None) -> int:
+    """POST a form (``application/x-www-form-urlencoded``) under the same guard and time limits as ``fetch``;
+    a 307/308 redirect is followed with the same body, each hop checked. Returns the final status (any
+    non-redirect, 4xx/5xx included: the caller judges); raises FetchError when no answer came."""
+    settings = settings or get_settings()
+    own_client = client is None
+    http = make_client(settings) if client is None else client
+    policy = _CLIENT_POLICIES.get(http, _Policy(settings.allow_private_networks))
+    if not settings.allow_private_networks:
+        policy = _Policy(False, policy.allowed_networks)
+    deadline = time.monotonic() + settings.total_timeout
+    token = _CALL.set(_Call(deadline, settings.allow_private_networks))
+    try:
+        current = _check_url(url, policy)
+        for _ in range(settings.max_redirects + 1):
+            try:
+                request = http.build_request("POST", current, data=data, timeout=_timeout(settings, deadline),
+                                             headers={"User-Agent": settings.user_agent})
+                # streamed and never read: a hub's answer body is of no use and must not be unbounded
+                response = http.send(request, stream=True, follow_redirects=False)
+            except (httpx.HTTPError, httpcore.ConnectError) as exc:
+                raise _map_error(exc, deadline) from exc
+            try:
+                _check_peer(response, policy)
+            finally:
+                response.close()
+            location = response.headers.get("Location") if response.status_code in (307, 308) else None
+            if location is None:
+                return response.status_code
+            try:
+                current = _check_url(str(current.join(location.strip())), policy)
+            except httpx.InvalidURL as exc:
+                raise FetchError("invalid_url", f"bad redirect target {location[:200]!r}") from exc
+        raise FetchError("too_many_redirects", f"more than {settings.max_redirects} redirects")
+    finally:
+        _CALL.reset(token)
+        if own_client:
+            http.close()
 
 
 # --- checks ------------------------------------------------------------------------------------------------

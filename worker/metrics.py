@@ -145,6 +145,18 @@ ROBOTS_DECISIONS = Counter(
 ROBOTS_FETCHES = Counter(
     "ingest_robots_fetches", "robots.txt downloads, by result (rules, allow_all, unavailable).", ["result"]
 )
+WEBSUB_DELIVERIES = Counter(
+    "ingest_websub_deliveries",
+    "WebSub deliveries received by the callback, by outcome (accepted, bad_signature, no_signature, "
+    "unknown_feed, too_large, not_configured, enqueue_failed).",
+    ["outcome"],
+)
+WEBSUB_SUBSCRIPTIONS = Counter(
+    "ingest_websub_subscriptions",
+    "WebSub subscription steps by outcome (requested, hub_refused, hub_error, verified, unsubscribed, "
+    "denied, verification_refused).",
+    ["outcome"],
+)
 DISPATCH_SECONDS = Histogram(
     "ingest_dispatch_seconds", "Time of one beat dispatch tick.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),

@@ -52,6 +52,8 @@ class ParsedFeed:
     warning: str | None  # what feedparser recovered from, if anything
     skip_hours: frozenset[int] = frozenset()  # RSS <skipHours>: UTC hours not to poll in
     skip_days: frozenset[str] = frozenset()  # RSS <skipDays>: lower-case English day names
+    hub: str | None = None  # WebSub hub advertised by <link rel="hub"> / <atom:link rel="hub">
+    self_url: str | None = None  # the feed's own URL by rel="self" (the WebSub topic)
 
 
 class FeedError(Exception):
@@ -114,7 +116,8 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
         ))
     skip_hours, skip_days = _skips(body)
     return ParsedFeed(title=_text(feed_info, "title"), entries=entries, ttl_seconds=_ttl(feed_info),
-                      skipped=skipped, warning=warning, skip_hours=skip_hours, skip_days=skip_days)
+                      skipped=skipped, warning=warning, skip_hours=skip_hours, skip_days=skip_days,
+                      hub=_feed_link(feed_info, "hub", url), self_url=_feed_link(feed_info, "self", url))
 
 
 def _skips(body: bytes) -> tuple[frozenset[int], frozenset[str]]:
@@ -126,6 +129,21 @@ def _skips(body: bytes) -> tuple[frozenset[int], frozenset[str]]:
     if (m := _SKIP_DAYS.search(body)) is not None:
         days = {d.decode().lower() for d in _DAY.findall(m.group(1))} & _DAY_NAMES
     return frozenset(hours), frozenset(days)
+
+
+def _feed_link(feed_info: Any, rel: str, base: str) -> str | None:
+    """The first http(s) target of a feed-level link relation (WebSub discovery), absolute."""
+    for item in feed_info.get("links", []):
+        if str(item.get("rel", "")).lower() != rel:
+            continue
+        href = _clean(item.get("href"))
+        try:
+            absolute = urljoin(base, href) if href and len(href) <= MAX_LINK_LENGTH else ""
+        except ValueError:
+            continue
+        if urlsplit(absolute).scheme.lower() in ("http", "https") and not any(c.isspace() for c in absolute):
+            return absolute
+    return None
 
 
 def _written_in(body: bytes, link: str) -> bool:

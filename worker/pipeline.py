@@ -125,6 +125,9 @@ class PollResult:
     error: str | None = None
     # what to record in the schedule once the tasks are safely enqueued
     answer: Answer | None = None
+    # WebSub discovery: the advertised hub and the feed's own URL (Link header first, then the feed's links)
+    hub: str | None = None
+    self_url: str | None = None
 
 
 def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
@@ -163,7 +166,8 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
         answer, parsed=True, ttl=parsed.ttl_seconds, skip_hours=parsed.skip_hours, skip_days=parsed.skip_days,
         published=tuple(_epoch(t.get("published")) for t in tasks))
     return PollResult(feed, "new_entries" if tasks else "no_new_entries", tasks=tasks, seen_ids=seen_ids,
-                      answer=answer)
+                      answer=answer, hub=resp.links.get("hub") or parsed.hub,
+                      self_url=resp.links.get("self") or parsed.self_url)
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -235,13 +239,14 @@ def _guid_id(feed: Feed, guid: str) -> str:
     return digest(f"guid:{scope}:{guid}")
 
 
-def commit_poll(ctx: Context, result: PollResult, run_id: str | None = None) -> None:
-    """After the fan-out: remember the entries as seen, store validators, schedule the next poll, count."""
+def commit_poll(ctx: Context, result: PollResult, run_id: str | None = None, *, push: bool = False) -> None:
+    """After the fan-out: remember the entries as seen, store validators, schedule the next poll (at the
+    feed's ceiling when ``push`` is live for it), count."""
     if result.outcome not in ("error", "deferred"):
         if result.seen_ids:
             ctx.seen.add_many(result.seen_ids)
         assert result.answer is not None
-        ctx.schedule.record_success(result.feed, result.answer)
+        ctx.schedule.record_success(result.feed, result.answer, push=push)
     metrics.FEEDS_POLLED.labels(outcome=result.outcome).inc()
     runs.count(ctx.r, f"polled:{result.outcome}", run_id=run_id)
     log.info("feed_polled", feed=result.feed.label, outcome=result.outcome, new=len(result.tasks))

@@ -1,4 +1,5 @@
-"""Replaying dead letters: a failed feed is made due now, a failed page is sent back to the fetch queue."""
+"""Replaying dead letters: a failed feed (poll or push) is made due now, a failed page is sent back to the
+fetch queue."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def replay(letter: DeadLetter) -> bool:
     from worker.tasks import fetch_article
 
     payload = dict(letter.payload)
-    if letter.stage == "poll" and payload.get("feed_id"):
+    # a failed push keeps no body: polling the feed now fetches the same entries
+    if letter.stage in ("poll", "push") and payload.get("feed_id"):
         get_redis().zadd(due_key(), {payload["feed_id"]: time.time()}, xx=True)
         return True
     if "article_id" in payload and "url" in payload:

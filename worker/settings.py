@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     dead_letter_stream: str = "ingest.dead-letters"
     routes: list[dict[str, Any]] = Field(default_factory=list)  # see README "Routing"
 
+    # --- push (WebSub) ----------------------------------------------------------------------------------
+    websub_callback_url: str | None = None  # public base URL of `ingest websub serve`; None: push is off
+    websub_secret: SecretStr | None = None  # master secret the per-feed HMAC secrets derive from
+    websub_port: int = 9809
+    websub_lease_seconds: int = Field(default=10 * 86400, gt=0)  # lease asked of hubs (they may grant less)
+
     # --- worker -----------------------------------------------------------------------------------------
     concurrency: int = 2
     task_time_limit: float = 120.0
@@ -107,6 +113,20 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return value or None
+
+    @field_validator("websub_callback_url", "websub_secret", mode="before")
+    @classmethod
+    def _websub_empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/") if value.startswith(("http://", "https://")) else value.strip()
+        return value or None
+
+    @field_validator("websub_callback_url")
+    @classmethod
+    def _websub_callback_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("websub_callback_url must be an http(s) URL")
+        return value
 
     @classmethod
     def settings_customise_sources(

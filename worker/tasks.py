@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 from typing import Any
@@ -10,10 +11,11 @@ import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker import metrics, pipeline, runs
+from worker import metrics, pipeline, runs, websub
 from worker.app import app
 from worker.dedup import claim, release
-from worker.feeds import FeedList
+from worker.feeds import Feed, FeedList
+from worker.parse import FeedError
 from worker.redisconn import get_redis
 
 log = structlog.get_logger("worker.tasks")
@@ -92,7 +94,9 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
     try:
         result = pipeline.poll(c, feed, run_id)
         fan_out(c, result.tasks, run_id)
-        pipeline.commit_poll(c, result, run_id)
+        # while a hub pushes this feed's entries, polling is only the safety net, at the feed's ceiling
+        pipeline.commit_poll(c, result, run_id, push=websub.push_active(c.r, feed.id))
+        _subscribe(c, feed, result)
     except Exception as exc:  # never let one feed's surprise kill the worker or block the others
         log.exception("poll_crashed")
         pipeline.dead_letter(c, stage="poll", reason="internal", url=feed.url, error=repr(exc),
@@ -100,6 +104,47 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
         c.schedule.record_failure(feed, reason="internal")
     finally:
         runs.feed_done(c.r, run_id, feed_id)
+
+
+def _subscribe(c: pipeline.Context, feed: Feed, result: pipeline.PollResult) -> None:
+    """A feed that advertises a WebSub hub gets subscribed (or renewed) after a good poll; a failure there
+    only means the feed stays polled, so it must not count as a failed poll."""
+    unparsed = result.outcome in ("not_modified", "unchanged")  # no feed document: renew what was advertised
+    if result.outcome in ("error", "deferred") or (result.hub is None and not unparsed):
+        return
+    try:
+        websub.maybe_subscribe(c, feed, result.hub, result.self_url, not_modified=unparsed)
+    except Exception:
+        log.exception("websub_subscribe_crashed")
+
+
+@app.task(bind=True, name="worker.tasks.receive_push", ignore_result=True)
+def receive_push(self: Task, feed_id: str, body_b64: str, content_type: str | None = None) -> int:
+    """A signed WebSub delivery (checked by the callback): its new entries go through the same fan-out as a
+    poll's and are then marked seen, so an entry pushed and later polled is fetched once."""
+    c = ctx()
+    feed = c.schedule.feed(feed_id)
+    if feed is None:  # removed from the list since the hub sent it
+        return 0
+    _bind(self, feed=feed.label, feed_url=feed.url, via="websub")
+    try:
+        payloads, seen_ids = websub.entries_from_delivery(c, feed, base64.b64decode(body_b64), content_type)
+        fan_out(c, payloads, None)
+        if seen_ids:
+            c.seen.add_many(seen_ids)
+    except FeedError as exc:
+        log.error("push_failed", reason=exc.reason, error=str(exc))
+        pipeline.dead_letter(c, stage="push", reason=exc.reason, url=feed.url, error=str(exc),
+                             payload={"feed_id": feed_id}, run_id=None)
+        return 0
+    except Exception as exc:  # never let one delivery's surprise kill the worker
+        log.exception("push_crashed")
+        pipeline.dead_letter(c, stage="push", reason="internal", url=feed.url, error=repr(exc),
+                             payload={"feed_id": feed_id}, run_id=None)
+        return 0
+    runs.count(c.r, "pushed:deliveries")
+    log.info("push_received", new=len(payloads))
+    return len(payloads)
 
 
 def fan_out(c: pipeline.Context, payloads: list[dict[str, Any]], run_id: str | None) -> None:
