@@ -314,6 +314,8 @@ def test_subscription_and_signed_delivery_end_to_end(redis_client: redis.Redis, 
     assert http_server.hits[site.article_path(pushed)] == 1
     assert len(ours()) == 3
     assert len(hub.requests) == 1  # the lease is fresh: no second subscription request
+    # and while push is live, polling is only the safety net: the feed's next poll is at the ceiling
+    assert float(Schedule(redis_client).describe(feed.id)["interval"]) == settings.max_interval
 
 
 def test_verification_without_a_pending_request_is_refused(redis_client: redis.Redis, callback: str) -> None:
