@@ -11,6 +11,7 @@ takes them from the request, not from the socket.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import contextvars
 import dataclasses
 import ipaddress
@@ -308,7 +309,14 @@ def fetch(url: str, *, kind: Kind, settings: Settings | None = None, etag: str |
           last_modified: str | None = None, client: httpx.Client | None = None) -> FetchResult:
     """GET ``url`` following redirects, within every limit in ``settings``; raises FetchError."""
     settings = settings or get_settings()
-    own_client = client is None
+    with _guarded(settings, client) as (http, policy, deadline):
+        return _fetch(http, url, kind, settings, policy, deadline, etag, last_modified)
+
+
+@contextlib.contextmanager
+def _guarded(settings: Settings, client: httpx.Client | None) -> Iterator[tuple[httpx.Client, _Policy, float]]:
+    """One guarded call: the client (a throwaway one unless given), the address policy that settings allow,
+    and the wall-clock deadline that the connection backend enforces on every read and write."""
     http = make_client(settings) if client is None else client
     policy = _CLIENT_POLICIES.get(http, _Policy(settings.allow_private_networks))
     if not settings.allow_private_networks:
@@ -316,10 +324,10 @@ def fetch(url: str, *, kind: Kind, settings: Settings | None = None, etag: str |
     deadline = time.monotonic() + settings.total_timeout
     token = _CALL.set(_Call(deadline, settings.allow_private_networks))
     try:
-        return _fetch(http, url, kind, settings, policy, deadline, etag, last_modified)
+        yield http, policy, deadline
     finally:
         _CALL.reset(token)
-        if own_client:
+        if client is None:
             http.close()
 
 
@@ -502,14 +510,7 @@ def post_form(url: str, data: dict[str, str], *, settings: Settings | None = Non
     a 307/308 redirect is followed with the same body, each hop checked. Returns the final status (any
     non-redirect, 4xx/5xx included: the caller judges); raises FetchError when no answer came."""
     settings = settings or get_settings()
-    own_client = client is None
-    http = make_client(settings) if client is None else client
-    policy = _CLIENT_POLICIES.get(http, _Policy(settings.allow_private_networks))
-    if not settings.allow_private_networks:
-        policy = _Policy(False, policy.allowed_networks)
-    deadline = time.monotonic() + settings.total_timeout
-    token = _CALL.set(_Call(deadline, settings.allow_private_networks))
-    try:
+    with _guarded(settings, client) as (http, policy, deadline):
         current = _check_url(url, policy)
         for _ in range(settings.max_redirects + 1):
             try:
@@ -531,10 +532,6 @@ def post_form(url: str, data: dict[str, str], *, settings: Settings | None = Non
             except httpx.InvalidURL as exc:
                 raise FetchError("invalid_url", f"bad redirect target {location[:200]!r}") from exc
         raise FetchError("too_many_redirects", f"more than {settings.max_redirects} redirects")
-    finally:
-        _CALL.reset(token)
-        if own_client:
-            http.close()
 
 
 # --- checks ------------------------------------------------------------------------------------------------
