@@ -150,6 +150,17 @@ def test_interval_adapts_to_the_feeds_real_rate(ctx: pipeline.Context, http_serv
     assert float(ctx.schedule.describe(slow.id)["interval"]) == pytest.approx(3 * 3600, abs=1)
 
 
+def test_503_retry_after_as_a_date_stretches_the_backoff(ctx: pipeline.Context, http_server: LocalServer) -> None:
+    http_server.routes["/down.xml"] = Response(b"maintenance", "text/plain", 503,
+                                               headers={"Retry-After": formatdate(time.time() + 7200, usegmt=True)})
+    feed = Feed(url=http_server.url("/down.xml"))
+    ctx.schedule.sync([feed])
+    before = time.time()
+    assert poll_once(ctx, feed).outcome == "error"
+    state = ctx.schedule.describe(feed.id)
+    assert state["last_error"] == "http_5xx" and 7000 <= float(state["next_due"]) - before <= 7300
+
+
 def test_429_retry_after_backoff_recovery_and_visibility(ctx: pipeline.Context, http_server: LocalServer,
                                                         redis_client: redis.Redis, redis_url: str,
                                                         tmp_path: Path) -> None:
