@@ -96,7 +96,7 @@ def test_redelivered_task_does_not_double_publish(redis_client: redis.Redis, htt
     from worker.tasks import fetch_article
 
     runs.start(redis_client, "redeliver", [])
-    runs.open_articles(redis_client, "redeliver", [t["article_id"] for t in result.tasks])
+    runs.open_articles(redis_client, "redeliver", result.tasks)
     for payload in result.tasks:
         fetch_article.apply_async((payload | {"run": "redeliver", "batch": None},), queue="fetch")
     import time

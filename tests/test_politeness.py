@@ -269,7 +269,7 @@ def test_a_busy_host_does_not_use_up_a_pages_retries(redis_client: redis.Redis, 
     run_id = f"busy{time.monotonic_ns()}"
     task = page_task(http_server, site.article_path(site.articles[0].slug), None, run_id)
     runs.start(redis_client, run_id, [])
-    runs.open_articles(redis_client, run_id, [task["article_id"]])
+    runs.open_articles(redis_client, run_id, [task])
     # Longer than the worker's host_wait_max: the page must be put off, not wait.
     Politeness(redis_client).pause(host_of(task["url"]), 4)
     # Sent as its last attempt: a retry that counted would exceed max_retries and the page would be lost.

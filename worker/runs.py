@@ -1,7 +1,8 @@
 """Counters in Redis: lifetime totals for ``ingest stats``, and per-run bookkeeping for ``ingest run --once``.
 
-A run keeps the set of what is still outstanding: its feeds until their poll ends, then each article it fanned
-out until the article's pipeline ends (published, duplicate, already published, or dead-lettered). Adding and
+A run keeps the set of what is still outstanding: its feeds until their poll ends, then each article each feed
+fanned out until that task's pipeline ends (published, duplicate, already published, or dead-lettered). The same
+article fanned out by two feeds is two items: the run ends only when both tasks have. Adding and
 removing set members is idempotent, so a redelivered task can never miscount; the run is finished when the set
 is empty, whatever worker processed what.
 """
@@ -9,6 +10,7 @@ is empty, whatever worker processed what.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 
@@ -52,9 +54,14 @@ def start(r: redis.Redis, run_id: str, feed_ids: list[str]) -> None:
     pipe.execute()
 
 
-def open_articles(r: redis.Redis, run_id: str | None, article_ids: list[str]) -> None:
-    if run_id and article_ids:
-        r.sadd(_todo(run_id), *(f"article:{a}" for a in article_ids))
+def item(task: dict[str, Any]) -> str:
+    """A fanned-out article task's identity in its run: the article as fanned out by that feed."""
+    return f"article:{task['feed']['id']}:{task['article_id']}"
+
+
+def open_articles(r: redis.Redis, run_id: str | None, tasks: list[dict[str, Any]]) -> None:
+    if run_id and tasks:
+        r.sadd(_todo(run_id), *(item(t) for t in tasks))
 
 
 def feed_done(r: redis.Redis, run_id: str | None, feed_id: str) -> None:
@@ -62,9 +69,9 @@ def feed_done(r: redis.Redis, run_id: str | None, feed_id: str) -> None:
         r.srem(_todo(run_id), f"feed:{feed_id}")
 
 
-def article_done(r: redis.Redis, run_id: str | None, article_id: str) -> None:
+def article_done(r: redis.Redis, run_id: str | None, task: dict[str, Any]) -> None:
     if run_id:
-        r.srem(_todo(run_id), f"article:{article_id}")
+        r.srem(_todo(run_id), item(task))
 
 
 def pending(r: redis.Redis, run_id: str) -> int:

@@ -149,7 +149,7 @@ def receive_push(self: Task, feed_id: str, body_b64: str, content_type: str | No
 
 def fan_out(c: pipeline.Context, payloads: list[dict[str, Any]], run_id: str | None) -> None:
     """One fetch task per new entry; the caller marks the entries seen only after this returns."""
-    runs.open_articles(c.r, run_id, [t["article_id"] for t in payloads])
+    runs.open_articles(c.r, run_id, payloads)
     for payload in payloads:
         fetch_article.apply_async((payload,), queue="fetch")
 
@@ -164,6 +164,8 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
         # Another task (the same article fanned out by another feed) holds it: that one publishes it, or, if
         # its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
         log.info("claimed_elsewhere")
+        pipeline.batch_done(c, task)  # nothing of this batch left to wait for here
+        runs.article_done(c.r, run_id, task)
         return
     handed_on = False  # True once a held publish step (or a retry) owns the article
     counted = False  # whether this page has been counted off its poll batch
@@ -210,7 +212,7 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
             pipeline.batch_done(c, task)
         release(c.r, task["article_id"], owner)
         if not handed_on:
-            runs.article_done(c.r, run_id, task["article_id"])
+            runs.article_done(c.r, run_id, task)
 
 
 @app.task(bind=True, name="worker.tasks.publish_article", ignore_result=True)
@@ -230,5 +232,5 @@ def publish_article(self: Task, prepared: dict[str, Any]) -> None:
         pipeline.dead_letter(c, stage="publish", reason="internal", url=prepared["final_url"],
                              error=repr(exc), payload=prepared, run_id=run_id)
     finally:
-        runs.article_done(c.r, run_id, prepared["article_id"])
+        runs.article_done(c.r, run_id, prepared)
 
