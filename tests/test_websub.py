@@ -4,6 +4,11 @@ end to end through a hub written here, our callback server, the real Redis and a
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -387,3 +392,29 @@ def test_denied_subscription(redis_client: redis.Redis, hub: Hub, callback: str)
     assert hub.verifications[0][0] == 200
     sub = websub.load(redis_client, feed.id)
     assert sub is not None and sub.state == "denied" and not websub.push_active(redis_client, feed.id)
+
+
+def test_cli_serves_the_callback(redis_client: redis.Redis) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "websub", "serve", "--host", "127.0.0.1",
+                             "--port", str(port)], env=os.environ | {"INGEST_LOG_FORMAT": "json"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return http("GET", f"{base}/readyz")[0] == 200
+            except OSError:
+                return proc.poll() is not None  # exited: the assertion below says so
+        wait_for(up, "ingest websub serve")
+        assert proc.poll() is None
+        feed = Feed(url="http://127.0.0.1:9/cli.xml")
+        assert http("GET", f"{base}/websub/{feed.id}?hub.mode=subscribe&hub.topic=x&hub.challenge=c")[0] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+    assert b"websub_serving" in out

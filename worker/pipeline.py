@@ -148,7 +148,8 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
         return _poll_failed(ctx, feed, exc.reason, str(exc), exc.retry_after, run_id)
     if resp.not_modified:
         return PollResult(feed, "not_modified",
-                          answer=Answer(304, retry_after=resp.retry_after, fresh_for=resp.fresh_for))
+                          answer=Answer(304, retry_after=resp.retry_after, fresh_for=resp.fresh_for),
+                          hub=resp.links.get("hub"), self_url=resp.links.get("self"))
     body_hash = hashlib.blake2b(resp.body, digest_size=16).hexdigest()
     answer = Answer(200, etag=resp.etag, last_modified=resp.last_modified, body_hash=body_hash,
                     retry_after=resp.retry_after, fresh_for=resp.fresh_for)
