@@ -9,8 +9,9 @@ listing that site's pages with a ``pubDate`` each, served from a separate proces
 
 Measures, in one run:
   (a) ``bare``: a loop of ``trafilatura.extract(html)`` over the decoded pages in this process (the CPU limit),
-      and for reference the pipeline's own ``extract_page`` (metadata on) and the same without htmldate's
-      extensive date search;
+      and for reference the pipeline's own ``extract_page`` (metadata on, extensive date search, as
+      ``ingest extract``), the same without htmldate (a fetch task whose feed entry is dated), and
+      trafilatura's text extraction alone with our options;
   (b) ``pipeline_1``: the whole pipeline (poll, fan-out through Redis, fetch from the local server, extract,
       site memory, clean, same-story check, publish) with ONE worker process (``-c 1``): pages from the
       first poll sent to the last article on a stream (Redis server time of the last XADD);
@@ -85,20 +86,17 @@ def loop_rate(fn: Callable[[str], Any], htmls: list[str], rounds: int) -> tuple[
 
 def bare_rates(htmls: list[str], rounds: int) -> dict[str, tuple[float, float]]:
     import trafilatura
-    from trafilatura.settings import set_date_params
 
     from worker.extract import EXTRACT_OPTIONS, extract_page
 
-    quick_dates = set_date_params(False)
     rates = {
         "bare": loop_rate(trafilatura.extract, htmls, rounds),
         "extract_page": loop_rate(lambda h: extract_page(h, "http://127.0.0.2/a"), htmls, rounds),
-        "extract_page_quick_dates": loop_rate(
-            lambda h: trafilatura.bare_extraction(h, url="http://127.0.0.2/a", date_extraction_params=quick_dates,
-                                                  **EXTRACT_OPTIONS), htmls, rounds),
+        # what a fetch task runs when the feed entry has a date (the usual case): no htmldate
+        "extract_page_feed_dated": loop_rate(lambda h: extract_page(h, "http://127.0.0.2/a", date_search=False),
+                                             htmls, rounds),
         "no_metadata": loop_rate(
-            lambda h: trafilatura.bare_extraction(h, url="http://127.0.0.2/a",
-                                                  **(EXTRACT_OPTIONS | {"with_metadata": False})), htmls, rounds),
+            lambda h: trafilatura.bare_extraction(h, url="http://127.0.0.2/a", **EXTRACT_OPTIONS), htmls, rounds),
     }
     return rates
 
