@@ -132,6 +132,14 @@ def test_entry_dates_outside_the_poll_window_are_not_trusted(redis_client: redis
     assert s.state(feed.id).history == (0.0, 0.0, 2000.0, 3000.0)
 
 
+def test_an_undated_first_poll_teaches_nothing(redis_client: redis.Redis) -> None:
+    s = make(redis_client, default_interval=900)
+    feed = Feed(url="http://example.com/undated.xml")
+    s.sync([feed], now=0)
+    assert s.record_success(feed, Answer(200, published=(None,) * 20, parsed=True), now=1000) == 900
+    assert s.state(feed.id).history == ()
+
+
 def test_bounds_per_feed_narrow_the_global_ones(redis_client: redis.Redis) -> None:
     s = make(redis_client, min_interval=120, max_interval=DAY)
     eager = Feed(url="http://example.com/eager.xml", min_interval=30)  # cannot go below the global floor

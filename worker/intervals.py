@@ -34,9 +34,12 @@ def bounds(global_min: float, global_max: float, feed_min: float | None, feed_ma
 def entry_times(published: Iterable[float | None], *, last_poll: float | None, now: float) -> list[float]:
     """When the new entries of one poll appeared. A feed's date is trusted only inside the window in which
     the entry can have appeared (after the previous poll, not in the future); on a first poll the dates are
-    the only history there is, so they are kept as given (but not in the future)."""
+    the only history there is, so they are kept as given (but not in the future), and undated entries say
+    nothing (they were not all published just now)."""
     times = []
     for t in published:
+        if t is None and last_poll is None:
+            continue
         if t is None:
             t = now
         if last_poll is not None:
