@@ -36,7 +36,12 @@ def setup() -> None:
 
 
 def sh(*args: str) -> int:
-    return subprocess.call(list(args), cwd=ROOT)
+    proc = subprocess.Popen(list(args), cwd=ROOT)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the command got the same Ctrl-C and shuts down in its own time
+            continue
 
 
 def main() -> int:

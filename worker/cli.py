@@ -90,7 +90,8 @@ def _exec_celery(args: list[str]) -> None:
     if not embedded_running():
         sys.stdout.flush()
         os.execv(sys.executable, _celery(*args))
-    proc = subprocess.Popen(_celery(*args))
+    # Celery in its own session gets a terminal's Ctrl-C once, from here (twice would mean a cold shutdown)
+    proc = subprocess.Popen(_celery(*args), start_new_session=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
     raise typer.Exit(proc.wait())

@@ -54,6 +54,9 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # its own session: a Ctrl-C at the terminal must not stop it under workers still shutting down;
+            # its owner stops it last
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         client = redis.Redis.from_url(self.url)
