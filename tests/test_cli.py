@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,33 @@ def test_run_demo_publishes_the_sample_site(redis_client: redis.Redis) -> None:
     summary = json.loads(out.stdout[out.stdout.rindex("\n{") :])
     assert summary["finished"] and summary["counts"]["published:articles"] == 12
     assert "WeChat" not in out.stdout and "Last updated" not in out.stdout
+
+
+def test_run_on_the_embedded_redis_stops_cleanly_on_ctrl_c(http_server: LocalServer, tmp_path: Path) -> None:
+    """README command 1: `ingest run` with REDIS_URL unset starts a private Redis, polls, and a Ctrl-C (SIGINT
+    to the whole foreground process group, as a terminal sends it) ends it all with a warm shutdown."""
+    site = build_site(http_server.url(""), n_articles=3, seed=11)
+    http_server.routes.update(site.routes)
+    feeds = tmp_path / "feeds.yaml"
+    save_feeds(feeds, [Feed(url=http_server.url(site.feed_path), name="local")])
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {
+        "INGEST_FEEDS": str(feeds), "INGEST_LOG_FORMAT": "json", "INGEST_CONCURRENCY": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:  # until the feed's articles are published on the private Redis
+            lines.append(raw.decode(errors="replace"))
+            if sum('"event": "published"' in line for line in lines) == 3:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = "".join(lines) + rest.decode(errors="replace")
+    assert proc.returncode == 1, output[-3000:]  # Celery's exit status after a Ctrl-C (0 after SIGTERM)
+    assert "Warm shutdown" in output and "Traceback" not in output, output[-3000:]
+    leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"processes left in the session: {leftover}"
