@@ -8,7 +8,6 @@ The Redis URL is settled in ``pytest_configure``, before any test module imports
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import redis
 
 from worker.demo.server import LocalServer
-from worker.redisconn import RedisServer
+from worker.redisconn import RedisServer, free_port
 from worker.settings import LOCAL_UNLIMITED_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,13 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Push on for every worker the suite starts, pointing at a port kept free for tests/test_websub.py's
     # callback server (no other test's feed advertises a hub, so nothing else subscribes).
     os.environ.setdefault("INGEST_WEBSUB_SECRET", "test-websub-master-secret")
-    os.environ.setdefault("INGEST_WEBSUB_CALLBACK_URL", f"http://127.0.0.1:{_free_port()}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    os.environ.setdefault("INGEST_WEBSUB_CALLBACK_URL", f"http://127.0.0.1:{free_port()}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

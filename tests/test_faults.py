@@ -37,7 +37,7 @@ from worker.deadletter import DeadLetters
 from worker.demo.server import LocalServer, Response, quietly
 from worker.demo.site import build_site
 from worker.feeds import Feed
-from worker.redisconn import RedisServer
+from worker.redisconn import RedisServer, free_port
 from worker.schedule import Schedule, due_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,12 +45,6 @@ HOST = os.uname().nodename
 
 
 # --- a private stack: throwaway Redis, a sender app bound to it, worker processes ---------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sender_app(url: str) -> Celery:

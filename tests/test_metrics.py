@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +21,7 @@ from redis.retry import Retry
 
 from worker import metrics
 from worker.feeds import Feed
-from worker.redisconn import RedisServer
+from worker.redisconn import RedisServer, free_port
 from worker.schedule import Schedule
 
 EXPECTED_NAMES = {
@@ -64,12 +63,6 @@ def _kombu_message(enqueued_at: float | None) -> str:
         "body": "W1tdLCB7fSwge31d", "content-encoding": "utf-8", "content-type": "application/json",
         "headers": headers, "properties": {"delivery_tag": "t", "priority": 0},
     })
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +172,7 @@ def test_health_and_readiness(server: str) -> None:
 
 def test_not_ready_when_redis_is_gone() -> None:
     dead = redis.Redis(
-        host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
     )
     srv = metrics.start_http_server(0, "127.0.0.1", redis_client=dead)
@@ -317,7 +310,7 @@ def test_prefork_worker_serves_the_sum_of_its_children(
     import sys
 
     (tmp_path / "e2e_app.py").write_text(E2E_APP)
-    port = _closed_port()
+    port = free_port()
     multiproc = tmp_path / "prom"
     multiproc.mkdir()
     env = {

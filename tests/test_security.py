@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from worker.demo.server import LocalServer, Response
 from worker.feeds import Feed, save_feeds
 from worker.fetch import make_client
 from worker.pipeline import Context, commit_poll, fetch_and_extract, poll, publish
-from worker.redisconn import redis_server_binary
+from worker.redisconn import free_port, redis_server_binary
 from worker.schedule import Schedule, feed_summary
 from worker.settings import Settings
 from worker.urls import article_id, canonicalize
@@ -168,12 +167,6 @@ def test_worker_with_default_settings_refuses_local_feed(tmp_path: Path, http_se
 # --- credentials in REDIS_URL --------------------------------------------------------------------------------------
 
 PASSWORD = "Tr0ub4dor-s3cret-x9"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

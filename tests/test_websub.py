@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from worker.feeds import Feed
 from worker.fetch import fetch
 from worker.parse import parse_feed
 from worker.pipeline import Context, poll
+from worker.redisconn import free_port
 from worker.schedule import Schedule
 from worker.settings import get_settings
 from worker.websub_callback import start as start_callback
@@ -395,9 +395,7 @@ def test_denied_subscription(redis_client: redis.Redis, hub: Hub, callback: str)
 
 
 def test_cli_serves_the_callback(redis_client: redis.Redis) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "websub", "serve", "--host", "127.0.0.1",
                              "--port", str(port)], env=os.environ | {"INGEST_LOG_FORMAT": "json"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

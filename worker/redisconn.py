@@ -24,9 +24,10 @@ def redis_url(settings: Settings | None = None) -> str:
     return start_embedded()
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port of ``host`` that was free a moment ago (for servers started here, in tests and benchmarks)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -44,7 +45,7 @@ class RedisServer:
     """A throwaway redis-server on a free loopback port, for the embedded default and for tests."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="ingest-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(

@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 import redis  # noqa: E402
 
 from worker.demo.server import Response, Route  # noqa: E402
-from worker.redisconn import RedisServer  # noqa: E402
+from worker.redisconn import RedisServer, free_port  # noqa: E402
 from worker.settings import LOCAL_UNLIMITED_ENV, get_settings  # noqa: E402
 
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
@@ -141,7 +141,7 @@ class ServerProcess:
     def __init__(self, hosts: Sequence[str],
                  routes_for: Callable[[str, Callable[[str, str], str]], dict[str, Route]]) -> None:
         # Ports are picked here (bind to 0 then close) so the tables can carry absolute URLs before the fork.
-        self.ports = {host: _free_port(host) for host in hosts}
+        self.ports = {host: free_port(host) for host in hosts}
         self.sites = {host: routes_for(host, self.url) for host in hosts}
         ctx = mp.get_context("fork")
         self._parent, child = ctx.Pipe()
@@ -160,14 +160,6 @@ class ServerProcess:
         self.proc.join(5)
         if self.proc.is_alive():
             self.proc.kill()
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def fast_handler() -> type[Any]:
