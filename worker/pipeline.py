@@ -30,7 +30,7 @@ from worker.parse import FeedError, ParsedFeed, parse_feed
 from worker.politeness import HostBusy, Politeness, retry_after_scope
 from worker.publish import Publisher, streams_for
 from worker.robots import UNAVAILABLE_SECONDS, Robots
-from worker.schedule import Answer, Schedule, feed_summary
+from worker.schedule import Answer, FeedState, Schedule, feed_summary
 from worker.settings import Settings, get_settings
 from worker.sitememory import SiteMemory
 from worker.urls import InvalidURL, article_id, canonicalize, site_of
@@ -123,8 +123,9 @@ class PollResult:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     seen_ids: list[str] = field(default_factory=list)
     error: str | None = None
-    # what to record in the schedule once the tasks are safely enqueued
+    # what to record in the schedule once the tasks are safely enqueued, and the state the poll started from
     answer: Answer | None = None
+    state: FeedState | None = None
     # WebSub discovery: the advertised hub and the feed's own URL (Link header first, then the feed's links)
     hub: str | None = None
     self_url: str | None = None
@@ -147,7 +148,7 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
                                       scope=retry_after_scope(ctx.settings, feed.retry_after_scope), kind="feed")
         return _poll_failed(ctx, feed, exc.reason, str(exc), exc.retry_after, run_id)
     if resp.not_modified:
-        return PollResult(feed, "not_modified",
+        return PollResult(feed, "not_modified", state=state,
                           answer=Answer(304, retry_after=resp.retry_after, fresh_for=resp.fresh_for),
                           hub=resp.links.get("hub"), self_url=resp.links.get("self"))
     body_hash = hashlib.blake2b(resp.body, digest_size=16).hexdigest()
@@ -155,7 +156,7 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
                     retry_after=resp.retry_after, fresh_for=resp.fresh_for)
     if answer.body_hash == state.body_hash:
         # A server without validators (or with new ones for the same bytes): nothing to parse.
-        return PollResult(feed, "unchanged", answer=answer)
+        return PollResult(feed, "unchanged", answer=answer, state=state)
     try:
         # the charset parameter matters: a feed served as windows-1251 without an XML declaration says so only here
         content_type = f"{resp.content_type}; charset={resp.charset}" if resp.charset else resp.content_type
@@ -167,7 +168,7 @@ def poll(ctx: Context, feed: Feed, run_id: str | None = None) -> PollResult:
         answer, parsed=True, ttl=parsed.ttl_seconds, skip_hours=parsed.skip_hours, skip_days=parsed.skip_days,
         published=tuple(_epoch(t.get("published")) for t in tasks))
     return PollResult(feed, "new_entries" if tasks else "no_new_entries", tasks=tasks, seen_ids=seen_ids,
-                      answer=answer, hub=resp.links.get("hub") or parsed.hub,
+                      answer=answer, state=state, hub=resp.links.get("hub") or parsed.hub,
                       self_url=resp.links.get("self") or parsed.self_url)
 
 
@@ -247,7 +248,7 @@ def commit_poll(ctx: Context, result: PollResult, run_id: str | None = None, *, 
         if result.seen_ids:
             ctx.seen.add_many(result.seen_ids)
         assert result.answer is not None
-        ctx.schedule.record_success(result.feed, result.answer, push=push)
+        ctx.schedule.record_success(result.feed, result.answer, push=push, state=result.state)
     metrics.FEEDS_POLLED.labels(outcome=result.outcome).inc()
     runs.count(ctx.r, f"polled:{result.outcome}", run_id=run_id)
     log.info("feed_polled", feed=result.feed.label, outcome=result.outcome, new=len(result.tasks))

@@ -139,14 +139,16 @@ class Schedule:
         s = self.settings
         return intervals.bounds(s.min_interval, s.max_interval, feed.min_interval, feed.max_interval)
 
-    def record_success(self, feed: Feed, answer: Answer, *, push: bool = False, now: float | None = None) -> float:
+    def record_success(self, feed: Feed, answer: Answer, *, push: bool = False, state: FeedState | None = None,
+                       now: float | None = None) -> float:
         """A poll answered (200 or 304): reset the error count, keep the validators of a 200 verbatim (a 304
         keeps those we sent), learn from the new entries, and schedule the next poll: the feed's pinned or
         adaptive interval (its ceiling while push delivers its entries), jittered, never below the floor, then
-        stretched by whatever the server asked for. Returns the delay."""
+        stretched by whatever the server asked for. ``state`` is the one the poll read, if it has it (saves a
+        round trip). Returns the delay."""
         now = time.time() if now is None else now
         s = self.settings
-        state = self.state(feed.id)
+        state = state or self.state(feed.id)
         history = state.history
         if answer.published:
             seen_at = intervals.entry_times(answer.published, last_poll=state.last_poll, now=now)

@@ -95,7 +95,8 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
         result = pipeline.poll(c, feed, run_id)
         fan_out(c, result.tasks, run_id)
         # while a hub pushes this feed's entries, polling is only the safety net, at the feed's ceiling
-        pipeline.commit_poll(c, result, run_id, push=websub.push_active(c.r, feed.id))
+        push = websub.enabled(c.settings) and websub.push_active(c.r, feed.id)
+        pipeline.commit_poll(c, result, run_id, push=push)
         _subscribe(c, feed, result)
     except Exception as exc:  # never let one feed's surprise kill the worker or block the others
         log.exception("poll_crashed")
