@@ -269,7 +269,11 @@ def feeds_list(feeds: FeedsOpt = None, as_json: Annotated[bool, typer.Option("--
     from worker.feeds import load_feeds
 
     listed = load_feeds(_use_feeds(feeds))
-    states = _feed_states([f.id for f in listed]) if get_settings().redis_url is not None else {}
+    states: dict[str, dict[str, str]] = {}
+    if get_settings().redis_url is not None:  # an embedded Redis started just for this would know nothing
+        from worker.schedule import Schedule
+
+        states = Schedule(_redis()).describe_many([f.id for f in listed])
     now = time.time()
     for feed in listed:
         state = feed_status(feed.enabled, states.get(feed.id), now)
@@ -298,16 +302,6 @@ def feed_status(enabled: bool, raw: dict[str, str] | None, now: float) -> dict[s
         state["next_poll_in"] = round(float(raw["next_due"]) - now, 1)
     state["interval"] = float(raw.get("interval") or 0) or None
     return state
-
-
-def _feed_states(ids: list[str]) -> dict[str, dict[str, str]]:
-    from worker.schedule import state_key
-
-    r = _redis()
-    pipe = r.pipeline(transaction=False)
-    for feed_id in ids:
-        pipe.hgetall(state_key(feed_id))
-    return {fid: {k.decode(): v.decode() for k, v in raw.items()} for fid, raw in zip(ids, pipe.execute(), strict=True)}
 
 
 def _ago(seconds: float | None) -> str:

@@ -221,8 +221,15 @@ class Schedule:
         return int(self.r.zcard(failing_key()))
 
     def describe(self, feed_id: str) -> dict[str, str]:
-        raw = self.r.hgetall(state_key(feed_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return self.describe_many([feed_id])[feed_id]
+
+    def describe_many(self, feed_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Every field of each feed's state hash (empty for a feed never polled), in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for feed_id in feed_ids:
+            pipe.hgetall(state_key(feed_id))
+        return {fid: {k.decode(): v.decode() for k, v in raw.items()}
+                for fid, raw in zip(feed_ids, pipe.execute(), strict=True)}
 
 
 def feed_summary(feed: Feed) -> dict[str, Any]:
