@@ -47,8 +47,4 @@ def test_date_search_can_be_skipped() -> None:
 def test_real_pages_metadata_matches_trafilatura(shared_eval: Path) -> None:
     pages = [(p.url or "http://example.com/a", p.html) for g in load_groups(shared_eval / "big9")[:9]
              for p in g.pages]
-    wrong = _disagreements(pages)
-    # htmldate prunes the tree it searches; trafilatura searches the author before the date, we after (on
-    # the pruned tree, saving a copy of the page), which can find a byline trafilatura missed: at most 1 %.
-    assert len(wrong.pop("author")) <= len(pages) // 100 + 1
-    assert wrong == {f: [] for f in FIELDS if f != "author"}
+    assert _disagreements(pages) == {f: [] for f in FIELDS}

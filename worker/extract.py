@@ -20,11 +20,10 @@ from typing import Any
 import trafilatura
 from htmldate import find_date
 from trafilatura import metadata as tm
-from trafilatura.htmlprocessing import prune_unwanted_nodes
-from trafilatura.json_metadata import normalize_authors
 from trafilatura.settings import Document, set_date_params
 from trafilatura.utils import load_html
-from trafilatura.xpaths import AUTHOR_DISCARD_XPATHS, AUTHOR_XPATHS
+
+from worker.byline import body_author
 
 # trafilatura logs every discarded page at WARNING; a short or empty page is an expected outcome here.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
@@ -84,8 +83,8 @@ def _declared_language(tree: Any) -> str | None:
 
 def _metadata(tree: Any, url: str | None, date_search: bool, deep_dates: bool) -> Document:
     """trafilatura's metadata pass (``trafilatura.metadata.extract_metadata``) without categories and tags,
-    and without htmldate when the caller already knows the date. Read before text extraction: the author
-    search below prunes ``tree`` in place, and the text extraction works on its own copy."""
+    and without htmldate when the caller already knows the date. The byline search in the page's body
+    (``worker.byline``) is left to the caller: it is only worth running once text extraction found an article."""
     meta = tm.examine_meta(tree)
     if meta.author and " " not in meta.author:  # as trafilatura: a single word is a handle, not a name
         meta.author = None
@@ -108,12 +107,6 @@ def _metadata(tree: Any, url: str | None, date_search: bool, deep_dates: bool) -
     return meta
 
 
-def _body_author(tree: Any) -> str | None:
-    """trafilatura's ``extract_author`` without its deep copy of the page: ``tree`` is ours to prune."""
-    author = tm.extract_metainfo(prune_unwanted_nodes(tree, AUTHOR_DISCARD_XPATHS), AUTHOR_XPATHS, len_limit=120)
-    return normalize_authors(None, author) if author else None
-
-
 def extract_page(html: str | bytes, url: str | None = None, *, date_search: bool = True,
                  deep_date_search: bool = True) -> Extracted | None:
     """Extract the article of ``html``; ``None`` when trafilatura finds no usable main text.
@@ -128,10 +121,9 @@ def extract_page(html: str | bytes, url: str | None = None, *, date_search: bool
             return None
         declared_language = _declared_language(tree)
         meta = _metadata(tree, url, date_search, deep_date_search)
-        # bare_extraction works on a copy of the tree, so ours is intact for the author search after it
         document = trafilatura.bare_extraction(tree, url=url, **EXTRACT_OPTIONS)
         if isinstance(document, Document) and not meta.author:
-            meta.author = _body_author(tree)
+            meta.author = body_author(tree)
         meta.clean_and_trim()  # trafilatura's own final step: whitespace and HTML entities in every field
     except Exception:  # trafilatura and lxml raise assorted errors on malformed markup
         return None
