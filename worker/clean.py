@@ -13,6 +13,7 @@ its text keeps its prose.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 
 _WORD = re.compile(r"\w+")
 _DIGITS = re.compile(r"\d+")
-_SPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?…»\"”’)]\s*$")
 _CALENDAR = re.compile(
     r"\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
@@ -44,9 +44,13 @@ PAGE_REPEAT = "page_repeat"
 SIDEBAR = "sidebar"
 
 
+# A page's lines are normalised and counted several times over (observe, clean's lookups and decisions): the
+# caches make that once. They hold lines of the last few pages only.
+@functools.lru_cache(maxsize=4096)
 def normalise_line(line: str) -> str:
     """NFKC, case-folded, whitespace collapsed: the identity of a line across pages."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", line).casefold()).strip()
+    # str.split() and the regex \s agree on what whitespace is (both use Unicode's White_Space)
+    return " ".join(unicodedata.normalize("NFKC", line).casefold().split())
 
 
 def mask_digits(normalised: str) -> str:
@@ -100,6 +104,7 @@ def title_variants(title: str) -> set[str]:
     return {v for v in variants if word_count(v) >= MIN_HEADLINE_WORDS}
 
 
+@functools.lru_cache(maxsize=4096)
 def word_count(line: str) -> int:
     return len(_WORD.findall(line))
 
@@ -278,7 +283,8 @@ def lookup_stats(
         out.append(
             LineStats(
                 pages=max(0, exact_counts.get(exact_hash(norm), 0) - own),
-                template_pages=max(0, template_counts.get(template_hash(norm), 0) - own),
+                # only lines with digits have a template form (decide looks at no other)
+                template_pages=max(0, template_counts.get(template_hash(norm), 0) - own) if has_digits(norm) else 0,
                 headline=(form := headline_form(norm)) in candidates and title_hash(form) in headlines,
                 label_pages=max(0, labels.get(label_hash(label), 0) - own) if label else 0,
             )
