@@ -17,7 +17,10 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+import lxml.etree
+import lxml.html
 import trafilatura
+import trafilatura.utils
 from htmldate import find_date
 from trafilatura import metadata as tm
 from trafilatura.settings import Document, set_date_params
@@ -27,6 +30,14 @@ from worker.byline import body_author
 
 # trafilatura logs every discarded page at WARNING; a short or empty page is an expected outcome here.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
+
+# lxml.html picks each element's Python class with a Python callback (HtmlElementClassLookup), called for
+# every element proxy trafilatura touches (~2 300 a page); it only adds form classes that trafilatura never
+# uses. A C-level lookup giving every element HtmlElement makes extraction ~4 % cheaper with the same output
+# (tests/test_extract.py, tests/test_byline.py). trafilatura parses every page with this one parser.
+trafilatura.utils.HTML_PARSER.set_element_class_lookup(lxml.etree.ElementDefaultClassLookup(
+    element=lxml.html.HtmlElement, comment=lxml.html.HtmlComment, pi=lxml.html.HtmlProcessingInstruction,
+    entity=lxml.html.HtmlEntity))
 
 # Measured on the evaluation sets (worker.evaluate): fast=True (no readability/justext fallback) raised big9
 # F1 from 0.963 to 0.966 and aeb from 0.959 to 0.963, and halves the time; comments are never article text and
