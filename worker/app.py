@@ -6,9 +6,10 @@ wraps them.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 from kombu import Exchange, Queue
 
 from worker import logs, metrics
@@ -17,11 +18,31 @@ from worker.settings import get_settings
 
 QUEUES = ("poll", "fetch", "publish")
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 120
+
+
+def short_argsrepr(args: Any) -> str:
+    """What dashboards (Flower, ``celery inspect``) show as a task's arguments: a page task by its URL, long
+    strings cut. Celery would otherwise ``saferepr`` every message's whole payload (a page with its feed's
+    other headlines, an extracted text), ~0.15 ms a message, a third of the cost of sending it."""
+    return _SHORT.repr(tuple(
+        a.get("final_url") or a.get("url") or a.get("article_id") if isinstance(a, dict) else a for a in args or ()))
+
+
+class IngestTask(Task):  # type: ignore[misc]
+    """Every task of the app: sends a short ``argsrepr`` (see :func:`short_argsrepr`), retries included."""
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        options.setdefault("argsrepr", short_argsrepr(args))
+        options.setdefault("kwargsrepr", _SHORT.repr(kwargs or {}))
+        return super().apply_async(args, kwargs, **options)
+
 
 def make_app() -> Celery:
     settings = get_settings()
     url = redis_url(settings)
-    app = Celery("worker", broker=url, include=["worker.tasks"])
+    app = Celery("worker", broker=url, include=["worker.tasks"], task_cls=IngestTask)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
