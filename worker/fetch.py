@@ -593,6 +593,9 @@ def _check_content_type(kind: Kind, media: str) -> None:
         raise FetchError("content_type", f"refusing {media} for a {kind}")
 
 
+_CONTROL_BYTES = bytes(b for b in range(0x20) if b < 0x09 or b >= 0x0E)  # C0 controls but \t \n \v \f \r
+
+
 def _looks_binary(head: bytes) -> bool:
     if not head:
         return False
@@ -605,7 +608,7 @@ def _looks_binary(head: bytes) -> bool:
         return False
     if b"\x00" in head:
         return True
-    controls = sum(1 for b in head if b < 0x09 or 0x0E <= b < 0x20)
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))  # counted in C, not byte by byte
     return controls > len(head) // 10
 
 
