@@ -4,6 +4,7 @@ a feed with ``robots: false`` does not. Real Redis, real HTTP server, real Celer
 
 from __future__ import annotations
 
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,22 @@ def test_rules_are_fetched_once_per_host_and_matched_by_product_token(redis_clie
     # Crawl-delay is now the host's spacing for every worker
     delay = redis_client.get(f"ingest:host:{host_of(http_server.url('/')).replace(':', '%3a')}:crawl-delay")
     assert delay is not None and float(delay) == 0.5
+
+
+def test_a_worker_keeps_its_copy_no_longer_than_the_fleets_cache_entry(redis_client: redis.Redis,
+                                                                       http_server: LocalServer) -> None:
+    serve_robots(http_server, Response(RULES, "text/plain"))
+    robots = robots_for(redis_client, robots_cache_seconds=1.0)
+    assert robots.check(http_server.url("/s1/a.html")).decision == "disallowed"
+    redis_client.config_resetstat()
+    for page in ("/s1/b.html", "/s0/c.html", "/s2/d.html"):
+        robots.check(http_server.url(page))
+    assert "cmdstat_hgetall" not in redis_client.info("commandstats")  # answered from the worker's copy
+    # the file changes; once the fleet's entry expires (1 s), the worker reads the new one
+    serve_robots(http_server, Response(b"User-agent: *\nAllow: /\n", "text/plain"))
+    time.sleep(1.3)
+    assert robots.check(http_server.url("/s1/a.html")).decision == "allowed"
+    assert http_server.hits["/robots.txt"] == 2
 
 
 def test_another_agents_rules_do_not_apply(redis_client: redis.Redis, http_server: LocalServer) -> None:

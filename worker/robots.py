@@ -27,6 +27,9 @@ UNAVAILABLE_SECONDS = 120.0  # an unreachable robots.txt means "disallow all" fo
 LOCK_MARGIN = 5.0  # the fetch lock outlives one download by this much
 CACHE_POLL = 0.1  # seconds between looks at the cache while another worker fetches the file
 PARSED_MAX = 256  # parsed robots.txt files kept per process
+# A worker re-reads an origin's entry from Redis at most this often (never past the entry's own expiry): one
+# Redis round trip and a transfer of the whole file saved on most pages.
+LOCAL_SECONDS = 60.0
 
 Decision = Literal["allowed", "disallowed", "unavailable"]
 State = Literal["rules", "allow_all", "unavailable"]
@@ -73,23 +76,46 @@ class Robots:
         self.polite = polite
         self.token = product_token(self.settings)
         self._parsed: dict[str, Protego] = {}
+        self._local: dict[str, tuple[float, State, Protego | None]] = {}  # origin -> (until, state, rules)
 
     def check(self, url: str) -> Verdict:
         """May raise HostBusy (the host's slots are taken, or another worker is still fetching the file)."""
-        origin = robots_url(url)
-        cache = key("robots", site_part(host_of(url)), digest(origin))
-        raw = self.r.hgetall(cache)
-        if not raw:
-            raw = self._refresh(origin, url, cache)
-        state = raw[b"state"].decode()
+        state, parser = self._rules(url)
         if state == "unavailable":
             return Verdict("unavailable")
-        if state == "allow_all":
+        if state == "allow_all" or parser is None:
             return Verdict("allowed")
-        parser = self._parser(raw[b"body"])
         delay = parser.crawl_delay(self.token)
         allowed = parser.can_fetch(url, self.token)
         return Verdict("allowed" if allowed else "disallowed", float(delay) if delay else None)
+
+    def _rules(self, url: str) -> tuple[State, Protego | None]:
+        """The origin's state and parsed rules: from this process's copy while the fleet's cache entry lives
+        (at most ``LOCAL_SECONDS``), else from Redis, fetching the file when nobody has."""
+        origin = robots_url(url)
+        now = time.monotonic()
+        local = self._local.get(origin)
+        if local is not None and local[0] > now:
+            return local[1], local[2]
+        cache = key("robots", site_part(host_of(url)), digest(origin))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(cache)
+        pipe.pttl(cache)
+        raw, ttl_ms = pipe.execute()
+        if not raw:
+            raw = self._refresh(origin, url, cache)
+            ttl_ms = self._ttl_ms(raw[b"state"].decode())
+        state: State = raw[b"state"].decode()
+        parser = self._parser(raw[b"body"]) if state == "rules" else None
+        if state != "unavailable" and ttl_ms > 0:  # an unavailable file is re-read each time: it is retried soon
+            if len(self._local) >= PARSED_MAX:
+                self._local.clear()
+            self._local[origin] = (now + min(LOCAL_SECONDS, ttl_ms / 1000), state, parser)
+        return state, parser
+
+    def _ttl_ms(self, state: str) -> int:
+        ttl = self.settings.robots_cache_seconds
+        return max(int((min(ttl, UNAVAILABLE_SECONDS) if state == "unavailable" else ttl) * 1000), 1)
 
     def _parser(self, body: bytes) -> Protego:
         sig = digest(body.decode("utf-8", "replace"))
@@ -115,17 +141,15 @@ class Robots:
             raise HostBusy(host_of(url), 1.0)
         try:
             state, body = self._download(origin)
-            ttl = self.settings.robots_cache_seconds
-            if state == "unavailable":
-                ttl = min(ttl, UNAVAILABLE_SECONDS)
+            ttl_ms = self._ttl_ms(state)
             fields = {b"state": state.encode(), b"body": body}
             pipe = self.r.pipeline(transaction=False)
             pipe.hset(cache, mapping=fields)  # type: ignore[arg-type]
-            pipe.pexpire(cache, max(int(ttl * 1000), 1))
+            pipe.pexpire(cache, ttl_ms)
             pipe.execute()
             if state == "rules":
                 delay = self._parser(body).crawl_delay(self.token)
-                self.polite.set_crawl_delay(host_of(url), float(delay) if delay else None, ttl)
+                self.polite.set_crawl_delay(host_of(url), float(delay) if delay else None, ttl_ms / 1000)
             return fields
         finally:
             self.r.delete(lock)
