@@ -227,20 +227,22 @@ COMPONENTS = [
 WAITS = [
     ("waiting: Redis reply", ("SocketBuffer._read_from_socket", "_parsers/")),
     ("waiting: HTTP read/connect", ("httpcore/_backends/sync.py",)),
-    ("waiting: next task from the pool pipe", ("Connection._recv (billiard",)),
     ("waiting: consumer event loop (poll)", ("poll (kombu/utils/eventio.py", "_poll (kombu")),
 ]
 ORDER = [name for name, _ in WAITS] + [name for name, _ in COMPONENTS]
 
 
 def summarise_spy(path: Path, top: int = 20) -> None:
-    """Where the sampled worker spent its wall time (py-spy ``--idle``): per process, shares by component
-    (inclusive; a sample can count in several) and the top frames of the busy samples."""
+    """Where the sampled worker spent its time (py-spy ``--idle``): for the pool child, shares of the time spent
+    inside tasks (Celery's ``trace_task``) by component (inclusive; a sample can count in several), and the
+    top frames; the time outside tasks (waiting for the next one, py-spy's 1 s attach included) is given
+    apart. For the main process (the consumer), shares of all its samples."""
     if not path.exists():
         print("py-spy: no samples (ptrace not permitted?)")
         return
     per_proc: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     totals: collections.Counter[str] = collections.Counter()
+    outside = 0
     self_frames: collections.Counter[str] = collections.Counter()
     for line in path.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
@@ -252,6 +254,9 @@ def summarise_spy(path: Path, top: int = 20) -> None:
         procs = [f for f in frames if f.startswith("process ")]
         proc = "child (runs tasks)" if len(procs) > 1 else "main (consumer)"
         frames = [f for f in frames if not f.startswith("process ")]
+        if proc.startswith("child") and not any("trace_task (celery/app/trace.py" in f for f in frames):
+            outside += count
+            continue
         totals[proc] += count
         seen: set[str] = set()
         for name, needles in COMPONENTS:
@@ -269,11 +274,13 @@ def summarise_spy(path: Path, top: int = 20) -> None:
     rate = 200
     for proc in sorted(totals):
         n = totals[proc]
-        print(f"py-spy {proc}: {n / rate:.1f} s of samples (wall, idle included)")
+        what = "inside tasks" if proc.startswith("child") else "wall, idle included"
+        print(f"py-spy {proc}: {n / rate:.1f} s of samples ({what})")
         for name, k in sorted(per_proc[proc].items(), key=lambda kv: ORDER.index(kv[0])):
             print(f"    {name:40s} {k / n:6.1%}")
+    print(f"  child outside tasks: {outside / rate:.1f} s (waiting for the next task; py-spy's 1 s attach included)")
     n = totals["child (runs tasks)"] or 1
-    print("  child, top leaf frames:")
+    print("  child, top leaf frames inside tasks:")
     for frame, k in self_frames.most_common(top):
         print(f"    {k / n:6.1%}  {frame[:120]}")
 
