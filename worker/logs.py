@@ -58,8 +58,10 @@ def configure(settings: Settings | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else logging.INFO)
-    for noisy in ("httpx", "httpcore", "trafilatura", "htmldate", "courlan", "charset_normalizer"):
+    for noisy in ("httpx", "httpcore", "htmldate", "courlan", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # trafilatura warns "discarding data" for every page without main text: our page_failed line says it
+    logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
 
 def get_logger(name: str | None = None) -> Any:
