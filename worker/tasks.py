@@ -59,9 +59,10 @@ def dispatch(self: Task) -> int:
     # One message per chunk of feeds: publishing a task costs ~0.5 ms, which at 1 000 due feeds would make the
     # tick 500 ms; a slow feed (at most total_timeout) delays only the others of its chunk.
     size = max(1, c.settings.dispatch_chunk)
-    with app.producer_or_acquire() as producer, producer.batch():
-        for i in range(0, len(due), size):
-            poll_feeds.apply_async((due[i : i + size],), queue="poll", producer=producer)
+    if due:
+        with app.producer_or_acquire() as producer, producer.batch():
+            for i in range(0, len(due), size):
+                poll_feeds.apply_async((due[i : i + size],), queue="poll", producer=producer)
     elapsed = time.perf_counter() - started
     metrics.DISPATCH_SECONDS.observe(elapsed)
     metrics.FEEDS_DUE.set(len(due))
@@ -154,6 +155,8 @@ def fan_out(c: pipeline.Context, payloads: list[dict[str, Any]], run_id: str | N
     instead of 0.46). The caller marks the entries seen only after this returns, so a send that fails (the
     whole batch raises) leaves them to the next poll."""
     runs.open_articles(c.r, run_id, payloads)
+    if not payloads:
+        return
     with app.producer_or_acquire() as producer, producer.batch():
         for payload in payloads:
             fetch_article.apply_async((payload,), queue="fetch", producer=producer)
