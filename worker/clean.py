@@ -44,8 +44,8 @@ PAGE_REPEAT = "page_repeat"
 SIDEBAR = "sidebar"
 
 
-# A page's lines are normalised and counted several times over (observe, clean's lookups and decisions): the
-# caches make that once. They hold lines of the last few pages only.
+# A page's lines are normalised, masked and counted several times over (observe, clean's lookups and
+# decisions): the caches make that once. They hold lines of the last few pages only.
 @functools.lru_cache(maxsize=4096)
 def normalise_line(line: str) -> str:
     """NFKC, case-folded, whitespace collapsed: the identity of a line across pages."""
@@ -53,6 +53,7 @@ def normalise_line(line: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", line).casefold().split())
 
 
+@functools.lru_cache(maxsize=4096)
 def mask_digits(normalised: str) -> str:
     """Every run of digits becomes "0", so "08h35 le 09/04" and "9h05 le 10/04" are one template; English
     month and weekday names become "~" so "Last updated: Friday, 2 September" matches its siblings too."""
