@@ -125,13 +125,11 @@ def body_author(tree: Any) -> str | None:
 
 def _pruned(el: Any, discarded: set[Any]) -> Any:
     """``el`` as it reads once the discarded nodes inside it are deleted (a pruned copy, when there are any)."""
-    inside = [d for d in el.iterdescendants() if d in discarded]
-    if not inside:
+    if not any(d in discarded for d in el.iterdescendants()):
         return el
     copy = deepcopy(el)
-    originals = list(el.iter())
-    positions = {id(d): i for i, d in enumerate(originals)}
-    copies = list(copy.iter())
-    for d in inside:
-        delete_element(copies[positions[id(d)]])
+    # the copy has the same shape: pair the nodes in document order, then delete the copies of discarded ones
+    for original, copied in list(zip(el.iter(), copy.iter(), strict=True)):
+        if original in discarded:
+            delete_element(copied)
     return copy
