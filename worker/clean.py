@@ -275,7 +275,7 @@ def lookup_stats(
 ) -> list[LineStats]:
     """Per-line evidence from raw memory counts (which include this page when ``self_observed``)."""
     own = 1 if self_observed else 0
-    candidates = headline_lines(lines, own_title)
+    own_forms = title_variants(own_title) if own_title else set()
     labels = label_counts or {}
     out = []
     for line in lines:
@@ -286,7 +286,9 @@ def lookup_stats(
                 pages=max(0, exact_counts.get(exact_hash(norm), 0) - own),
                 # only lines with digits have a template form (decide looks at no other)
                 template_pages=max(0, template_counts.get(template_hash(norm), 0) - own) if has_digits(norm) else 0,
-                headline=(form := headline_form(norm)) in candidates and title_hash(form) in headlines,
+                # the test of headline_lines, line by line (not a second pass over the page)
+                headline=((form := headline_form(norm)) not in own_forms and word_count(form) >= MIN_HEADLINE_WORDS
+                          and title_hash(form) in headlines),
                 label_pages=max(0, labels.get(label_hash(label), 0) - own) if label else 0,
             )
         )
