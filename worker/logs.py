@@ -58,10 +58,9 @@ def configure(settings: Settings | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else logging.INFO)
+    # trafilatura is left at the ERROR that worker.extract gives it (it warns for every page without text)
     for noisy in ("httpx", "httpcore", "htmldate", "courlan", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # trafilatura warns "discarding data" for every page without main text: our page_failed line says it
-    logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
 
 def get_logger(name: str | None = None) -> Any:
