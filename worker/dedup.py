@@ -401,13 +401,14 @@ def _claim_key(article_id: str) -> str:
 def claim(r: redis.Redis, article_id: str, ttl_seconds: int, owner: str) -> bool:
     """Take the article for ``ttl_seconds``. True if taken now or already held by the same owner (a
     redelivered Celery task keeps its task id, so it re-enters its own claim and refreshes it)."""
-    return bool(r.eval(_CLAIM, 1, _claim_key(article_id), owner, max(1, int(ttl_seconds))))
+    # EVALSHA (the script is sent once per connection, not with every call)
+    return bool(r.register_script(_CLAIM)(keys=[_claim_key(article_id)], args=[owner, max(1, int(ttl_seconds))]))
 
 
-def release(r: redis.Redis, article_id: str, owner: str) -> None:
+def release(r: redis.Redis | redis.client.Pipeline, article_id: str, owner: str) -> None:
     """Give the article back, only if ``owner`` still holds it (never someone else's claim taken after ours
-    expired)."""
-    r.eval(_RELEASE, 1, _claim_key(article_id), owner)
+    expired). On a pipeline the release is queued with the pipeline's other commands."""
+    r.register_script(_RELEASE)(keys=[_claim_key(article_id)], args=[owner], client=r)
 
 
 # --- the same story ----------------------------------------------------------------------------------------

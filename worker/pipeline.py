@@ -273,9 +273,10 @@ def dead_letter(ctx: Context, *, stage: str, reason: str, url: str, error: str, 
 # --- fetch and extract ----------------------------------------------------------------------------------------
 
 
-def batch_done(ctx: Context, task: dict[str, Any]) -> None:
+def batch_done(r: redis.Redis, task: dict[str, Any]) -> None:
+    """Count the page off its poll batch (``r`` may be a pipeline)."""
     if task.get("batch"):
-        ctx.r.decr(key("batch", task["batch"]))
+        r.decr(key("batch", task["batch"]))
 
 
 def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool = True) -> dict[str, Any] | None:

@@ -175,14 +175,16 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
         # Another task (the same article fanned out by another feed) holds it: that one publishes it, or, if
         # its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
         log.info("claimed_elsewhere")
-        pipeline.batch_done(c, task)  # nothing of this batch left to wait for here
-        runs.article_done(c.r, run_id, task)
+        pipe = c.r.pipeline(transaction=False)
+        pipeline.batch_done(pipe, task)  # nothing of this batch left to wait for here
+        runs.article_done(pipe, run_id, task)
+        pipe.execute()
         return
     handed_on = False  # True once a held publish step (or a retry) owns the article
     counted = False  # whether this page has been counted off its poll batch
     try:
         prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
-        pipeline.batch_done(c, task)
+        pipeline.batch_done(c.r, task)
         counted = True
         if prepared is not None:
             if pipeline.should_hold(c, prepared):
@@ -219,11 +221,13 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
         pipeline.dead_letter(c, stage="fetch", reason="internal", url=task["url"], error=repr(exc),
                              payload=task, run_id=run_id)
     finally:
+        pipe = c.r.pipeline(transaction=False)  # the closing writes in one round trip
         if not counted and not handed_on:
-            pipeline.batch_done(c, task)
-        release(c.r, task["article_id"], owner)
+            pipeline.batch_done(pipe, task)
+        release(pipe, task["article_id"], owner)
         if not handed_on:
-            runs.article_done(c.r, run_id, task)
+            runs.article_done(pipe, run_id, task)
+        pipe.execute()
 
 
 @app.task(bind=True, name="worker.tasks.publish_article", ignore_result=True)
