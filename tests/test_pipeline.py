@@ -122,3 +122,31 @@ def test_cli_extract_on_a_local_page(http_server: LocalServer, tmp_path: Path) -
     out = subprocess.run([sys.executable, "-m", "worker.cli", "extract", str(page)], capture_output=True,
                          text=True, timeout=60, check=True)
     assert json.loads(out.stdout)["title"] == art.title
+
+
+def test_a_page_is_counted_off_its_poll_batch_once(redis_client: redis.Redis, http_server: LocalServer) -> None:
+    """The cold-start hold waits while a poll batch has pages left: ``fetch_and_extract`` counts a page that
+    goes on to publishing off its batch (in the round trip that teaches the site memory its lines); a page
+    that goes nowhere is left for the task to count."""
+    from worker.keys import key
+    from worker.pipeline import Context, fetch_and_extract, poll
+    from worker.schedule import Schedule
+    from worker.settings import Settings
+    from worker.urls import site_of
+
+    site = serve_site(http_server, n=3)
+    feed = Feed(url=http_server.url(site.feed_path))
+    ctx = Context(redis_client, Settings(allow_private_networks=True, clean_hold_seconds=60))
+    Schedule(redis_client).sync([feed])
+    tasks = poll(ctx, feed).tasks
+    batch = key("batch", tasks[0]["batch"])
+    assert int(redis_client.get(batch) or 0) == 3
+
+    prepared = fetch_and_extract(ctx, tasks[0])
+    assert prepared is not None
+    assert int(redis_client.get(batch) or 0) == 2
+    assert ctx.sites.pages_seen(site_of(prepared["final_url"])) == 1
+
+    gone = tasks[1] | {"url": http_server.url("/no-such-page.html")}
+    assert fetch_and_extract(ctx, gone) is None  # a 404: dead-lettered
+    assert int(redis_client.get(batch) or 0) == 2

@@ -280,9 +280,10 @@ def batch_done(r: redis.Redis, task: dict[str, Any]) -> None:
 
 
 def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool = True) -> dict[str, Any] | None:
-    """Download and extract one page, and teach the site memory its lines. Returns the payload for the
-    publish step, or None when the page was dead-lettered or was already published. Raises RetryLater for
-    transient failures unless this is the final attempt."""
+    """Download and extract one page, teach the site memory its lines and count the page off its poll batch.
+    Returns the payload for the publish step, or None when the page was dead-lettered or was already
+    published (and is not counted off its batch: the caller does that). Raises RetryLater for transient
+    failures unless this is the final attempt."""
     aid = task["article_id"]
     if ctx.publisher.is_published(aid):
         log.info("already_published")
@@ -317,7 +318,11 @@ def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool
         return None
     site = site_of(resp.url)
     title = extracted.title or task.get("title") or ""
-    ctx.sites.observe(site, aid, extracted.text, title, [*task.get("other_titles", ()), task.get("title") or ""])
+    pipe = ctx.r.pipeline(transaction=False)  # one round trip for both
+    ctx.sites.observe(site, aid, extracted.text, title, [*task.get("other_titles", ()), task.get("title") or ""],
+                      pipe=pipe)
+    batch_done(pipe, task)
+    pipe.execute()
     metrics.EXTRACT_SECONDS.observe(time.monotonic() - started)
     return task | {
         "final_url": resp.url,

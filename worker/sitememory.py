@@ -159,8 +159,11 @@ class SiteMemory:
         text: str,
         title: str | None,
         other_titles: Iterable[str] = (),
+        *,
+        pipe: redis.client.Pipeline | None = None,
     ) -> None:
-        """Learn a page's lines (once per page id) and the site's headlines (its own, the feed's others)."""
+        """Learn a page's lines (once per page id) and the site's headlines (its own, the feed's others).
+        With ``pipe`` the call is queued there, to go with the caller's other commands."""
         buckets = self._buckets()
         fields = _page_fields(rules.page_lines(text))
         titles: set[bytes] = set()
@@ -181,7 +184,7 @@ class SiteMemory:
             *fields,
             *sorted(titles),
         ]
-        self._observe(keys=keys, args=args)
+        self._observe(keys=keys, args=args, client=pipe or self.r)
 
     def pages_seen(self, site: str) -> int:
         """Pages the site memory currently learns from (the live buckets)."""

@@ -184,7 +184,8 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
     counted = False  # whether this page has been counted off its poll batch
     try:
         prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
-        pipeline.batch_done(c.r, task)
+        if prepared is None:
+            pipeline.batch_done(c.r, task)  # a page that goes on was counted off with its lines
         counted = True
         if prepared is not None:
             if pipeline.should_hold(c, prepared):
