@@ -396,9 +396,12 @@ def build_article(ctx: Context, prepared: dict[str, Any]) -> Article:
     )
 
 
-def publish(ctx: Context, prepared: dict[str, Any]) -> tuple[Article, list[str]]:
+def publish(ctx: Context, prepared: dict[str, Any], *,
+            bookkeeping: redis.client.Pipeline | None = None) -> tuple[Article, list[str]]:
     """Clean, check for the same story, and publish. Returns the article and the streams it went to (empty
-    when it was already published, or dropped as a duplicate)."""
+    when it was already published, or dropped as a duplicate). The run counters go to ``bookkeeping`` when
+    given (the caller sends them with its own closing writes), else straight to Redis."""
+    counters = bookkeeping if bookkeeping is not None else ctx.r
     article = build_article(ctx, prepared)
     run_id = prepared.get("run")
     dup = ctx.stories.check_and_remember(
@@ -406,7 +409,7 @@ def publish(ctx: Context, prepared: dict[str, Any]) -> tuple[Article, list[str]]
     if dup is not None:
         article.duplicate_of, article.duplicate_reason = dup.of, dup.reason
         metrics.DUPLICATES.labels(reason=dup.reason).inc()
-        runs.count(ctx.r, f"duplicates:{dup.reason}", run_id=run_id)
+        runs.count(counters, f"duplicates:{dup.reason}", run_id=run_id)
         log.info("duplicate", duplicate_of=dup.of, reason=dup.reason, policy=ctx.settings.duplicate_policy)
         streams = [ctx.settings.duplicate_stream] if ctx.settings.duplicate_policy == "mark" else []
         ctx.publisher.publish(article, streams)
@@ -419,7 +422,7 @@ def publish(ctx: Context, prepared: dict[str, Any]) -> tuple[Article, list[str]]
         return article, []
     for stream in streams:
         metrics.ARTICLES_PUBLISHED.labels(stream=stream).inc()
-        runs.count(ctx.r, f"published:{stream}", run_id=run_id)
+        runs.count(counters, f"published:{stream}", run_id=run_id)
     log.info("published", streams=streams, removed_lines=article.cleaning.removed)
     return article, streams
 

@@ -28,11 +28,13 @@ def run_key(run_id: str) -> str:
 
 
 def count(r: redis.Redis, field: str, amount: int = 1, run_id: str | None = None) -> None:
-    pipe = r.pipeline(transaction=False)
+    """Add to a lifetime total and to the run's. On a pipeline ``r`` the counts are queued with its commands."""
+    pipe = r if isinstance(r, redis.client.Pipeline) else r.pipeline(transaction=False)
     pipe.hincrby(stats_key(), field, amount)
     if run_id:
         pipe.hincrby(run_key(run_id), field, amount)
-    pipe.execute()
+    if pipe is not r:
+        pipe.execute()
 
 
 def totals(r: redis.Redis, run_id: str | None = None) -> dict[str, int]:

@@ -182,6 +182,7 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
         return
     handed_on = False  # True once a held publish step (or a retry) owns the article
     counted = False  # whether this page has been counted off its poll batch
+    closing = c.r.pipeline(transaction=False)  # the task's bookkeeping writes, sent in one round trip at the end
     try:
         prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
         if prepared is None:
@@ -195,7 +196,7 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
             else:
                 # The usual case publishes here: a second task per article would cost a broker round trip
                 # and ~20 % of a worker's time (ops/bench/throughput.py).
-                pipeline.publish(c, prepared)
+                pipeline.publish(c, prepared, bookkeeping=closing)
     except pipeline.RetryLater as exc:
         if not exc.counted:
             # A busy host is no failure: re-send the task with its retry count unchanged (self.retry would use
@@ -222,13 +223,12 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
         pipeline.dead_letter(c, stage="fetch", reason="internal", url=task["url"], error=repr(exc),
                              payload=task, run_id=run_id)
     finally:
-        pipe = c.r.pipeline(transaction=False)  # the closing writes in one round trip
         if not counted and not handed_on:
-            pipeline.batch_done(pipe, task)
-        release(pipe, task["article_id"], owner)
+            pipeline.batch_done(closing, task)
+        release(closing, task["article_id"], owner)
         if not handed_on:
-            runs.article_done(pipe, run_id, task)
-        pipe.execute()
+            runs.article_done(closing, run_id, task)  # after the counts: a finished run has its totals
+        closing.execute()
 
 
 @app.task(bind=True, name="worker.tasks.publish_article", ignore_result=True)
