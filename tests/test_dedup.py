@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from worker import dedup
-from worker.dedup import BucketSet, Duplicate, Fingerprint, StoryIndex, claim, release
+from worker.dedup import BucketSet, Claim, Duplicate, Fingerprint, StoryIndex, claim, release
 from worker.settings import Settings, get_settings
 from worker.urls import article_id
 
@@ -519,3 +519,12 @@ def test_no_false_merges_between_eval_articles_in_redis(shared_eval: Path, redis
     # And each of them, coming again, is still itself.
     for i, (title, text) in enumerate(list(docs.values())[:50]):
         assert index.check_and_remember(aid(f"eval-{i}"), title, text, url(f"eval-{i}")) is None
+
+
+def test_claim_of_a_published_article_takes_nothing(redis_client: redis.Redis) -> None:
+    published = BucketSet(redis_client, "published", 3600)
+    published.add_many([aid(1)])
+    assert claim(redis_client, aid(1), 60, "task-1", published=published) is Claim.PUBLISHED
+    assert claim(redis_client, aid(1), 60, "task-2") is Claim.TAKEN  # the published check took no claim
+    assert claim(redis_client, aid(2), 60, "task-1", published=published) is Claim.TAKEN
+    assert claim(redis_client, aid(2), 60, "task-2", published=published) is Claim.HELD

@@ -95,6 +95,7 @@ def test_redelivered_task_does_not_double_publish(redis_client: redis.Redis, htt
     # ...then the same fetch tasks arrive again, as after a redelivery
     from worker.tasks import fetch_article
 
+    hits = dict(http_server.hits)
     runs.start(redis_client, "redeliver", [])
     runs.open_articles(redis_client, "redeliver", result.tasks)
     for payload in result.tasks:
@@ -106,6 +107,7 @@ def test_redelivered_task_does_not_double_publish(redis_client: redis.Redis, htt
         time.sleep(0.1)
     assert runs.pending(redis_client, "redeliver") == 0
     assert len(published(redis_client)) == 2
+    assert http_server.hits == hits, "a redelivered task fetched a page that was already published"
 
 
 def test_cli_extract_on_a_local_page(http_server: LocalServer, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ benchmarked on its own. Every key is built with ``worker.keys.key``; text that c
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import math
 import random
@@ -371,6 +372,9 @@ class BucketSet:
 # --- claims ------------------------------------------------------------------------------------------------
 
 _CLAIM = """
+for i = 2, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], ARGV[3]) == 1 then return 2 end
+end
 local holder = redis.call('GET', KEYS[1])
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -398,11 +402,22 @@ def _claim_key(article_id: str) -> str:
     return key("claim", _id_part(article_id))
 
 
-def claim(r: redis.Redis, article_id: str, ttl_seconds: int, owner: str) -> bool:
-    """Take the article for ``ttl_seconds``. True if taken now or already held by the same owner (a
-    redelivered Celery task keeps its task id, so it re-enters its own claim and refreshes it)."""
+class Claim(enum.IntEnum):
+    """What :func:`claim` found; false only when another task holds the article."""
+
+    HELD = 0  # another task holds it
+    TAKEN = 1  # ours now, or again (a redelivered Celery task keeps its task id and re-enters its own claim)
+    PUBLISHED = 2  # already published: nothing left to do, and nothing was claimed
+
+
+def claim(r: redis.Redis, article_id: str, ttl_seconds: int, owner: str, *,
+          published: BucketSet | None = None) -> Claim:
+    """Take the article for ``ttl_seconds`` unless another task holds it or, given the ``published`` memory,
+    it has gone out already (checked in the same call: one round trip for both)."""
+    keys, field = published.location(article_id) if published is not None else ([], "")
     # EVALSHA (the script is sent once per connection, not with every call)
-    return bool(r.register_script(_CLAIM)(keys=[_claim_key(article_id)], args=[owner, max(1, int(ttl_seconds))]))
+    return Claim(r.register_script(_CLAIM)(keys=[_claim_key(article_id), *keys],
+                                           args=[owner, max(1, int(ttl_seconds)), field]))
 
 
 def release(r: redis.Redis | redis.client.Pipeline, article_id: str, owner: str) -> None:

@@ -281,13 +281,11 @@ def batch_done(r: redis.Redis, task: dict[str, Any]) -> None:
 
 def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool = True) -> dict[str, Any] | None:
     """Download and extract one page, teach the site memory its lines and count the page off its poll batch.
-    Returns the payload for the publish step, or None when the page was dead-lettered or was already
-    published (and is not counted off its batch: the caller does that). Raises RetryLater for transient
-    failures unless this is the final attempt."""
+    Returns the payload for the publish step, or None when the page was dead-lettered (and is not counted
+    off its batch: the caller does that). Whether the article was published already is the caller's check
+    (the fetch task asks with its claim). Raises RetryLater for transient failures unless this is the final
+    attempt."""
     aid = task["article_id"]
-    if ctx.publisher.is_published(aid):
-        log.info("already_published")
-        return None
     try:
         if not robots_permit(ctx, task, final_attempt=final_attempt):
             return None

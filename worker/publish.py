@@ -72,9 +72,6 @@ class Publisher:
         self.published = BucketSet(r, "published", self.settings.seen_ttl_days * 86400)
         self._script = r.register_script(_PUBLISH)
 
-    def is_published(self, article_id: str) -> bool:
-        return self.published.contains_many([article_id])[0]
-
     def publish(self, article: Article, streams: Sequence[str]) -> list[str]:
         """XADD the article to every stream unless it was published before. Returns the stream entry ids
         (empty when it had already been published)."""

@@ -13,7 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from worker import metrics, pipeline, runs, websub
 from worker.app import app
-from worker.dedup import claim, release
+from worker.dedup import Claim, claim, release
 from worker.feeds import Feed, FeedList
 from worker.parse import FeedError
 from worker.redisconn import get_redis
@@ -171,10 +171,13 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
     _bind(self, feed=task["feed"].get("name") or task["feed"]["url"], url=task["url"], article_id=task["article_id"])
     run_id = task.get("run")
     owner = self.request.id or "?"
-    if not claim(c.r, task["article_id"], int(c.settings.task_time_limit) + 30, owner):
-        # Another task (the same article fanned out by another feed) holds it: that one publishes it, or, if
-        # its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
-        log.info("claimed_elsewhere")
+    taken = claim(c.r, task["article_id"], int(c.settings.task_time_limit) + 30, owner,
+                  published=c.publisher.published)
+    if taken is not Claim.TAKEN:
+        # HELD: another task (the same article fanned out by another feed) holds it: that one publishes it, or,
+        # if its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
+        # PUBLISHED: a redelivery after the article went out, or another feed's copy of it: nothing to fetch.
+        log.info("claimed_elsewhere" if taken is Claim.HELD else "already_published")
         pipe = c.r.pipeline(transaction=False)
         pipeline.batch_done(pipe, task)  # nothing of this batch left to wait for here
         runs.article_done(pipe, run_id, task)

@@ -319,8 +319,7 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
         setattr(pipeline, name, timed(name, fn))
     for obj, attr, name in ((ctx.sites, "observe", "sites.observe"), (ctx.sites, "clean", "sites.clean"),
                             (ctx.stories, "check_and_remember", "stories.check"),
-                            (ctx.publisher, "publish", "publisher.publish"),
-                            (ctx.publisher, "is_published", "publisher.is_published")):
+                            (ctx.publisher, "publish", "publisher.publish")):
         setattr(obj, attr, timed(name, getattr(obj, attr)))
     profiler = Profiler(interval=0.001)
     n = 0
