@@ -20,7 +20,8 @@ Each run starts on an empty Redis, so every site is new and the cold-start hold 
 ``INGEST_CLEAN_HOLD_SECONDS`` of the workers) applies to the first batch; ``--hold 0`` measures the steady
 state. ``--py-spy`` samples the one-process worker (main process and child) with py-spy and prints where its
 time goes; ``--profile`` runs the pipeline's functions in this process over the same pages (no Celery) with a
-per-step breakdown and a pyinstrument report written to /tmp/ingest-bench/.
+per-step breakdown, once plain (pages/s without Celery's hand-over) and once with a pyinstrument report written to
+/tmp/ingest-bench/.
 
 Last line: ``throughput pages=N bare=.. pipeline_1=.. ratio=.. pipeline_2=.. scaling=..`` (pages/s).
 """
@@ -288,8 +289,9 @@ def summarise_spy(path: Path, top: int = 20) -> None:
 # --- in-process breakdown -----------------------------------------------------------------------------------
 
 
-def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], report: Path) -> None:
-    """The pipeline's functions called directly (no Celery, no hold) over the same pages; time per step."""
+def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], report: Path | None) -> None:
+    """The pipeline's functions called directly (no Celery, no hold) over the same pages; time per step, and a
+    pyinstrument report when ``report`` is given (without it, pages/s is what the steps cost without Celery)."""
     import logging
 
     import structlog
@@ -321,11 +323,12 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
                             (ctx.stories, "check_and_remember", "stories.check"),
                             (ctx.publisher, "publish", "publisher.publish")):
         setattr(obj, attr, timed(name, getattr(obj, attr)))
-    profiler = Profiler(interval=0.001)
+    profiler = Profiler(interval=0.001) if report is not None else None
     n = 0
     started = time.perf_counter()
     try:
-        profiler.start()
+        if profiler is not None:
+            profiler.start()
         for host in by_host:
             feed = Feed(url=server.url(host, "/feed.xml"), name=host)
             t = time.perf_counter()
@@ -341,18 +344,20 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
                     pipeline.publish(ctx, prepared)
                     spent["publish (all)"] += time.perf_counter() - t
                 n += 1
-        profiler.stop()
+        if profiler is not None:
+            profiler.stop()
     finally:
         for name, fn in saved.items():
             setattr(pipeline, name, fn)
     elapsed = time.perf_counter() - started
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
-    print(f"in-process pipeline (no Celery, no hold, pyinstrument on): {n} pages in {elapsed:.1f} s = "
-          f"{n / elapsed:.1f} pages/s; ms per page by step:")
+    print(f"in-process pipeline (no Celery, no hold, pyinstrument {'on' if profiler else 'off'}): {n} pages in "
+          f"{elapsed:.1f} s = {n / elapsed:.1f} pages/s; ms per page by step:")
     for name, secs in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"    {name:28s} {secs / max(n, 1) * 1000:8.2f}")
-    print(f"  pyinstrument report: {report}")
+    if profiler is not None and report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+        print(f"  pyinstrument report: {report}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     server, by_host = serve(pages)
     try:
         if args.profile:
+            profile_in_process(server, by_host, None)
             profile_in_process(server, by_host, benchlib.LOG_DIR / "throughput-pyinstrument.txt")
         spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
         if spy is not None:
