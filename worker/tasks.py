@@ -189,7 +189,7 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
     try:
         prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
         if prepared is None:
-            pipeline.batch_done(c.r, task)  # a page that goes on was counted off with its lines
+            pipeline.batch_done(closing, task)  # a page that goes on was counted off with its lines
         counted = True
         if prepared is not None:
             if pipeline.should_hold(c, prepared):
