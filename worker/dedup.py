@@ -420,10 +420,10 @@ def claim(r: redis.Redis, article_id: str, ttl_seconds: int, owner: str, *,
                                            args=[owner, max(1, int(ttl_seconds)), field]))
 
 
-def release(r: redis.Redis | redis.client.Pipeline, article_id: str, owner: str) -> None:
+def release(r: redis.Redis, article_id: str, owner: str) -> None:
     """Give the article back, only if ``owner`` still holds it (never someone else's claim taken after ours
     expired). On a pipeline the release is queued with the pipeline's other commands."""
-    r.register_script(_RELEASE)(keys=[_claim_key(article_id)], args=[owner], client=r)
+    r.register_script(_RELEASE)(keys=[_claim_key(article_id)], args=[owner])
 
 
 # --- the same story ----------------------------------------------------------------------------------------

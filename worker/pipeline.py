@@ -29,6 +29,7 @@ from worker.keys import digest, key
 from worker.parse import FeedError, ParsedFeed, parse_feed
 from worker.politeness import HostBusy, Politeness, retry_after_scope
 from worker.publish import Publisher, streams_for
+from worker.redisconn import OneTrip
 from worker.robots import UNAVAILABLE_SECONDS, Robots
 from worker.schedule import Answer, FeedState, Schedule, feed_summary
 from worker.settings import Settings, get_settings
@@ -316,7 +317,7 @@ def fetch_and_extract(ctx: Context, task: dict[str, Any], *, final_attempt: bool
         return None
     site = site_of(resp.url)
     title = extracted.title or task.get("title") or ""
-    pipe = ctx.r.pipeline(transaction=False)  # one round trip for both
+    pipe = OneTrip(ctx.r)
     ctx.sites.observe(site, aid, extracted.text, title, [*task.get("other_titles", ()), task.get("title") or ""],
                       pipe=pipe)
     batch_done(pipe, task)

@@ -1,4 +1,5 @@
-"""Redis connections: one client per process, and the embedded server used when ``REDIS_URL`` is unset."""
+"""Redis connections: one client per process, a pipeline that stays one round trip with scripts in it, and the
+embedded server used when ``REDIS_URL`` is unset."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import subprocess
 import tempfile
 import time
 from functools import lru_cache
+from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from worker.settings import Settings, get_settings
 
@@ -106,3 +109,34 @@ def _client(url: str) -> redis.Redis:
 def get_redis(settings: Settings | None = None) -> redis.Redis:
     """The process-wide client (connection pool) for the configured Redis."""
     return _client(redis_url(settings))
+
+
+class OneTrip(redis.client.Pipeline):  # type: ignore[misc]
+    """A non-transactional pipeline that stays one round trip when it carries Lua scripts.
+
+    redis-py's pipeline asks the server ``SCRIPT EXISTS`` before every execute that holds a script: a second
+    round trip each time. Here a script goes as a bare ``EVALSHA``; one the server has lost (a restart, a
+    ``SCRIPT FLUSH``) answers NOSCRIPT without having run, and is loaded and run again on its own, in order,
+    after the rest of the pipeline.
+    """
+
+    def __init__(self, r: redis.Redis) -> None:
+        super().__init__(r.connection_pool, r.response_callbacks, False, None)
+        self._client = r
+
+    def load_scripts(self) -> None:
+        pass  # see execute
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        scripts = {s.sha: s for s in self.scripts}
+        queued = [args for args, _ in self.command_stack]
+        results: list[Any] = super().execute(raise_on_error=False)
+        for i, (args, result) in enumerate(zip(queued, results, strict=True)):
+            if isinstance(result, NoScriptError):
+                script = scripts[args[1]]
+                script.sha = self._client.script_load(script.script)
+                results[i] = self._client.evalsha(script.sha, *args[2:])
+        errors = [r for r in results if isinstance(r, Exception)]
+        if raise_on_error and errors:
+            raise errors[0]
+        return results

@@ -16,7 +16,7 @@ from worker.app import app
 from worker.dedup import Claim, claim, release
 from worker.feeds import Feed, FeedList
 from worker.parse import FeedError
-from worker.redisconn import get_redis
+from worker.redisconn import OneTrip, get_redis
 
 log = structlog.get_logger("worker.tasks")
 
@@ -171,6 +171,7 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
     _bind(self, feed=task["feed"].get("name") or task["feed"]["url"], url=task["url"], article_id=task["article_id"])
     run_id = task.get("run")
     owner = self.request.id or "?"
+    closing = OneTrip(c.r)  # the task's bookkeeping writes, sent in one round trip at its end
     taken = claim(c.r, task["article_id"], int(c.settings.task_time_limit) + 30, owner,
                   published=c.publisher.published)
     if taken is not Claim.TAKEN:
@@ -178,14 +179,12 @@ def fetch_article(self: Task, task: dict[str, Any]) -> None:
         # if its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
         # PUBLISHED: a redelivery after the article went out, or another feed's copy of it: nothing to fetch.
         log.info("claimed_elsewhere" if taken is Claim.HELD else "already_published")
-        pipe = c.r.pipeline(transaction=False)
-        pipeline.batch_done(pipe, task)  # nothing of this batch left to wait for here
-        runs.article_done(pipe, run_id, task)
-        pipe.execute()
+        pipeline.batch_done(closing, task)  # nothing of this batch left to wait for here
+        runs.article_done(closing, run_id, task)
+        closing.execute()
         return
     handed_on = False  # True once a held publish step (or a retry) owns the article
     counted = False  # whether this page has been counted off its poll batch
-    closing = c.r.pipeline(transaction=False)  # the task's bookkeeping writes, sent in one round trip at the end
     try:
         prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
         if prepared is None:
