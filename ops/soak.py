@@ -177,20 +177,20 @@ def main() -> int:
     ap.add_argument("--no-kill", action="store_true", help="do not kill a worker (baseline)")
     args = ap.parse_args()
 
-    from worker.redisconn import RedisServer
+    from worker.core.redisconn import RedisServer
 
     server = RedisServer()
     os.environ["REDIS_URL"] = server.url
     os.environ["INGEST_ALLOW_PRIVATE_NETWORKS"] = "true"
-    from worker import runs
-    from worker.deadletter import DeadLetters
+    from worker.core import runs
+    from worker.core.settings import LOCAL_UNLIMITED_ENV, get_settings
+    from worker.core.urls import canonicalize
     from worker.demo.server import LocalServer, Response
     from worker.demo.site import build_many
-    from worker.feeds import Feed
-    from worker.parse import parse_feed
-    from worker.schedule import Schedule
-    from worker.settings import LOCAL_UNLIMITED_ENV, get_settings
-    from worker.urls import canonicalize
+    from worker.feeds.feedlist import Feed
+    from worker.poll.parse import parse_feed
+    from worker.poll.schedule import Schedule
+    from worker.publish.deadletter import DeadLetters
 
     get_settings.cache_clear()
     settings = get_settings()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from worker.core.redisconn import RedisServer, free_port
+from worker.core.settings import LOCAL_UNLIMITED_ENV
 from worker.demo.server import LocalServer
-from worker.redisconn import RedisServer, free_port
-from worker.settings import LOCAL_UNLIMITED_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_EVAL = ROOT.parent / "shared" / "eval"

@@ -12,10 +12,10 @@ from typing import Any
 
 import redis
 
-from worker import runs
+from worker.core import runs
 from worker.demo.server import LocalServer, Response, quietly
-from worker.feeds import Feed
-from worker.schedule import Schedule
+from worker.feeds.feedlist import Feed
+from worker.poll.schedule import Schedule
 
 
 def poll_and_wait(r: redis.Redis, feeds: list[Feed], timeout: float = 60) -> dict[str, int]:

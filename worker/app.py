@@ -12,9 +12,10 @@ from typing import Any
 from celery import Celery, Task, signals
 from kombu import Exchange, Queue
 
-from worker import logs, metrics
-from worker.redisconn import redis_url
-from worker.settings import get_settings
+from worker import metrics
+from worker.core import logs
+from worker.core.redisconn import redis_url
+from worker.core.settings import get_settings
 
 QUEUES = ("poll", "fetch", "publish")
 

@@ -288,8 +288,8 @@ class QueueCollector(Collector):
             return
 
     def _feeds(self) -> Iterator[Metric]:
-        from worker.feeds import Feed
-        from worker.schedule import Schedule, config_key
+        from worker.feeds.feedlist import Feed
+        from worker.poll.schedule import Schedule, config_key
 
         schedule = Schedule(self.client)
         failing = schedule.failing(FEED_ERRORS_SHOWN)
@@ -432,7 +432,7 @@ def _broker_client(app: Celery) -> redis.Redis:
     """A client of the broker Redis with short timeouts, so a scrape never hangs on a sick broker."""
     url = app.conf.broker_url
     if not url or not str(url).startswith(("redis://", "rediss://", "unix://")):
-        from worker.redisconn import redis_url
+        from worker.core.redisconn import redis_url
 
         url = redis_url()
     # No retries with backoff either: a probe or scrape is repeated by its caller anyway.
@@ -500,7 +500,7 @@ def _make_on_worker_ready(app: Celery, port: int | None) -> Callable[..., None]:
     def on_worker_ready(**_: Any) -> None:
         # Started after the pool's first fork, so the children don't start life with a serving thread's state.
         global _server
-        from worker.settings import get_settings
+        from worker.core.settings import get_settings
 
         chosen = get_settings().metrics_port if port is None else port
         if chosen <= 0 or _server is not None:
@@ -512,7 +512,7 @@ def _make_on_worker_ready(app: Celery, port: int | None) -> Callable[..., None]:
             )
         except OSError as exc:
             # A busy port must not take the worker down with it; the work matters more than its metrics.
-            from worker.logs import get_logger
+            from worker.core.logs import get_logger
 
             get_logger(__name__).warning("metrics_server_not_started", port=chosen, error=str(exc))
 

@@ -18,23 +18,25 @@ import httpx
 import redis
 import structlog
 
-from worker import metrics, runs
-from worker.article import Article, Cleaning, FeedRef
-from worker.deadletter import DeadLetters
-from worker.dedup import BucketSet, StoryIndex
-from worker.extract import extract_page
-from worker.feeds import Feed
-from worker.fetch import FetchError, FetchResult, Kind, decode_html, fetch, make_client
-from worker.keys import digest, key
-from worker.parse import FeedError, ParsedFeed, parse_feed
-from worker.politeness import HostBusy, Politeness, retry_after_scope
-from worker.publish import Publisher, streams_for
-from worker.redisconn import OneTrip
-from worker.robots import UNAVAILABLE_SECONDS, Robots
-from worker.schedule import Answer, FeedState, Schedule, feed_summary
-from worker.settings import Settings, get_settings
-from worker.sitememory import SiteMemory
-from worker.urls import InvalidURL, article_id, canonicalize, site_of
+from worker import metrics
+from worker.clean.memory import SiteMemory
+from worker.core import runs
+from worker.core.keys import digest, key
+from worker.core.redisconn import OneTrip
+from worker.core.settings import Settings, get_settings
+from worker.core.urls import InvalidURL, article_id, canonicalize, site_of
+from worker.dedup.buckets import BucketSet
+from worker.dedup.stories import StoryIndex
+from worker.download.robots import UNAVAILABLE_SECONDS, Robots
+from worker.extract.page import extract_page
+from worker.feeds.feedlist import Feed
+from worker.net.fetch import FetchError, FetchResult, Kind, decode_html, fetch, make_client
+from worker.net.politeness import HostBusy, Politeness, retry_after_scope
+from worker.poll.parse import FeedError, ParsedFeed, parse_feed
+from worker.poll.schedule import Answer, FeedState, Schedule, feed_summary
+from worker.publish.article import Article, Cleaning, FeedRef
+from worker.publish.deadletter import DeadLetters
+from worker.publish.writer import Publisher, streams_for
 
 log = structlog.get_logger("worker.pipeline")
 

@@ -11,12 +11,14 @@ import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker import metrics, pipeline, runs, websub
+from worker import metrics, pipeline
 from worker.app import app
-from worker.dedup import Claim, claim, release
-from worker.feeds import Feed, FeedList
-from worker.parse import FeedError
-from worker.redisconn import OneTrip, get_redis
+from worker.core import runs
+from worker.core.redisconn import OneTrip, get_redis
+from worker.dedup.claims import Claim, claim, release
+from worker.feeds.feedlist import Feed, FeedList
+from worker.poll import websub
+from worker.poll.parse import FeedError
 
 log = structlog.get_logger("worker.tasks")
 

@@ -1,5 +1,5 @@
 """Shared plumbing of the benchmarks in ``ops/bench``: a throwaway Redis, real Celery worker processes, a local
-HTTP server in its own process, RSS feeds, the big9 pages, and run bookkeeping through ``worker.runs``.
+HTTP server in its own process, RSS feeds, the big9 pages, and run bookkeeping through ``worker.core.runs``.
 
 Import order matters: ``worker.app`` reads ``REDIS_URL`` when it is imported, so a benchmark calls
 :func:`start_redis` before it imports ``worker.app`` or ``worker.tasks`` (done lazily here).
@@ -34,9 +34,9 @@ if str(ROOT) not in sys.path:
 
 import redis  # noqa: E402
 
+from worker.core.redisconn import RedisServer, free_port  # noqa: E402
+from worker.core.settings import LOCAL_UNLIMITED_ENV, get_settings  # noqa: E402
 from worker.demo.server import Response, Route  # noqa: E402
-from worker.redisconn import RedisServer, free_port  # noqa: E402
-from worker.settings import LOCAL_UNLIMITED_ENV, get_settings  # noqa: E402
 
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
 LOG_DIR = Path(tempfile.gettempdir()) / "ingest-bench"
@@ -251,7 +251,7 @@ def published_dates(n: int, start: datetime | None = None) -> list[datetime]:
 
 
 def new_run(r: redis.Redis, feed_ids: list[str]) -> str:
-    from worker import runs
+    from worker.core import runs
 
     run_id = uuid.uuid4().hex[:12]
     runs.start(r, run_id, feed_ids)
@@ -259,7 +259,7 @@ def new_run(r: redis.Redis, feed_ids: list[str]) -> str:
 
 
 def wait_run(r: redis.Redis, run_id: str, timeout: float, step: float = 0.05) -> dict[str, int]:
-    from worker import runs
+    from worker.core import runs
 
     deadline = time.monotonic() + timeout
     while runs.pending(r, run_id) > 0:

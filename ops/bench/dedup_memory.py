@@ -1,5 +1,5 @@
 """Redis memory of the dedup structures: bytes per remembered article id in ``BucketSet`` (1 000 000 synthetic
-ids), the cost of one text signature, and, when ``worker/sitememory.py`` is present, whether one site's line
+ids), the cost of one text signature, and, when ``worker/clean/memory.py`` is present, whether one site's line
 memory stays bounded as its pages keep coming.
 
     REDIS_URL=redis://127.0.0.1:6379/13 .venv/bin/python ops/bench/dedup_memory.py [--ids N] [--pages N]
@@ -22,9 +22,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from worker.dedup import BucketSet, Fingerprint
-from worker.keys import key, site_part
-from worker.settings import get_settings
+from worker.core.keys import key, site_part
+from worker.core.settings import get_settings
+from worker.dedup.buckets import BucketSet
+from worker.dedup.fingerprint import Fingerprint
 
 DEFAULT_URL = "redis://127.0.0.1:6379/13"
 
@@ -76,10 +77,10 @@ def site_keys_bytes(r: redis.Redis, site: str) -> tuple[int, int]:
 
 
 def bench_site_memory(r: redis.Redis, pages: int) -> None:
-    if importlib.util.find_spec("worker.sitememory") is None:
-        print("site memory: worker/sitememory.py absent, skipped")
+    if importlib.util.find_spec("worker.clean.memory") is None:
+        print("site memory: worker/clean/memory.py absent, skipped")
         return
-    from worker.sitememory import SiteMemory
+    from worker.clean.memory import SiteMemory
 
     memory = SiteMemory(r, get_settings())
     site = "bench-news.example"

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     waits: list[float] = []  # entry in the feed -> its page requested (dispatch, poll, fan-out)
     work: list[float] = []  # page requested -> article on the stream (fetch, extract, clean, publish)
     try:
-        from worker.feeds import Feed, save_feeds
+        from worker.feeds.feedlist import Feed, save_feeds
 
         r = benchlib.client()
         site = build_site(server.url(""), n_articles=args.prewarm, seed=3)

@@ -74,10 +74,10 @@ def feed_routes(n_feeds: int, entries: int,
 
 def mark_seen(server: ServerProcess, n_feeds: int, entries: int) -> None:
     """What a first poll would have remembered: every item's canonical-URL id and guid id."""
-    from worker.dedup import BucketSet
-    from worker.keys import digest
-    from worker.settings import get_settings
-    from worker.urls import article_id, canonicalize
+    from worker.core.keys import digest
+    from worker.core.settings import get_settings
+    from worker.core.urls import article_id, canonicalize
+    from worker.dedup.buckets import BucketSet
 
     seen = BucketSet(benchlib.client(), "seen", get_settings().seen_ttl_days * 86400)
     ids: list[str] = []
@@ -93,13 +93,13 @@ def mark_seen(server: ServerProcess, n_feeds: int, entries: int) -> None:
 
 
 def polled_total(r: redis.Redis) -> int:
-    from worker import runs
+    from worker.core import runs
 
     return sum(v for k, v in runs.totals(r).items() if k.startswith("polled:"))
 
 
 def make_all_due(r: redis.Redis, feed_ids: list[str]) -> None:
-    from worker.schedule import due_key
+    from worker.poll.schedule import due_key
 
     now = time.time()
     for i in range(0, len(feed_ids), 5000):
@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     worker = None
     try:
         from worker import tasks
-        from worker.feeds import Feed, FeedList, save_feeds
-        from worker.schedule import Schedule, due_key
-        from worker.settings import get_settings
+        from worker.core.settings import get_settings
+        from worker.feeds.feedlist import Feed, FeedList, save_feeds
+        from worker.poll.schedule import Schedule, due_key
 
         r = benchlib.client()
         r.flushdb()

@@ -46,7 +46,7 @@ import benchlib
 from benchlib import Item, Page, ServerProcess
 
 from worker.demo.server import Response, Route
-from worker.fetch import FetchResult, decode_html
+from worker.net.fetch import FetchResult, decode_html
 
 STREAMS = ("articles", "articles.duplicates")
 
@@ -88,11 +88,11 @@ def loop_rate(fn: Callable[[str], Any], htmls: list[str], rounds: int) -> tuple[
 def bare_rates(htmls: list[str], rounds: int) -> dict[str, tuple[float, float]]:
     import trafilatura
 
-    # before worker.extract is imported: it tunes trafilatura's parser, and the limit is trafilatura as shipped
-    assert "worker.extract" not in sys.modules
+    # before worker.extract.page is imported: it tunes trafilatura's parser, and the limit is trafilatura as shipped
+    assert "worker.extract.page" not in sys.modules
     rates = {"bare": loop_rate(trafilatura.extract, htmls, rounds)}
 
-    from worker.extract import EXTRACT_OPTIONS, extract_page
+    from worker.extract.page import EXTRACT_OPTIONS, extract_page
 
     rates |= {
         "extract_page": loop_rate(lambda h: extract_page(h, "http://127.0.0.2/a"), htmls, rounds),
@@ -158,8 +158,8 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurre
                  timeout: float, redis_pid: int, spy: Path | None = None) -> tuple[float, dict[str, int], float, float]:
     """One cold run on an empty database; returns (pages/s, run totals, seconds, CPU ms per page of the
     worker, Redis and the HTTP server together)."""
-    from worker.feeds import Feed
-    from worker.schedule import Schedule
+    from worker.feeds.feedlist import Feed
+    from worker.poll.schedule import Schedule
     from worker.tasks import poll_feed
 
     r = benchlib.client()
@@ -208,12 +208,12 @@ COMPONENTS = [
     ("trafilatura (all, incl. metadata)", ("trafilatura/",)),
     ("  htmldate (date search)", ("htmldate/",)),
     ("  trafilatura metadata (incl. dates)", ("extract_metadata (trafilatura/metadata.py",)),
-    ("worker.sitememory + clean", ("worker/sitememory.py", "worker/clean.py")),
-    ("worker.dedup", ("worker/dedup.py",)),
-    ("worker.publish", ("worker/publish.py",)),
-    ("worker.fetch (httpx)", ("worker/fetch.py",)),
-    ("worker.parse (feedparser)", ("worker/parse.py",)),
-    ("worker.runs counters", ("worker/runs.py",)),
+    ("worker.clean.memory + clean", ("worker/clean/memory.py", "worker/clean/rules.py")),
+    ("worker.dedup", ("worker/dedup/",)),
+    ("worker.publish.writer", ("worker/publish/writer.py",)),
+    ("worker.net.fetch (httpx)", ("worker/net/fetch.py",)),
+    ("worker.poll.parse (feedparser)", ("worker/poll/parse.py",)),
+    ("worker.core.runs counters", ("worker/core/runs.py",)),
     ("redis-py (all, incl. waits)", ("redis/",)),
     ("apply_async (hand-on + events)", ("apply_async (celery/app/task.py",)),
     ("celery events (task-sent/started/..)", ("celery/events/", "EventDispatcher")),
@@ -298,8 +298,8 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
     from pyinstrument import Profiler
 
     from worker import pipeline
-    from worker.feeds import Feed
-    from worker.settings import get_settings
+    from worker.core.settings import get_settings
+    from worker.feeds.feedlist import Feed
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     r = benchlib.client()

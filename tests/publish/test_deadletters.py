@@ -1,0 +1,49 @@
+"""Dead letters: a failing page is recorded with its reason, listed by the CLI, and replayed once fixed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from tests.pipeline_helpers import poll_and_wait, published
+from worker.demo.server import LocalServer, Response
+from worker.demo.site import build_site
+from worker.feeds.feedlist import Feed
+from worker.publish.deadletter import DeadLetters
+
+pytestmark = pytest.mark.usefixtures("celery_worker")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ))
+
+
+def test_failed_page_is_dead_lettered_listed_and_replayed(redis_client: redis.Redis,
+                                                          http_server: LocalServer) -> None:
+    site = build_site(http_server.url(""), n_articles=3, seed=8)
+    http_server.routes.update(site.routes)
+    broken = f"/articles/{site.articles[0].slug}.html"
+    good = http_server.routes[broken]
+    http_server.routes[broken] = Response(b"gone", "text/plain", 404)
+    counts = poll_and_wait(redis_client, [Feed(url=http_server.url(site.feed_path))])
+    assert counts.get("published:articles") == 2 and counts.get("dead_letters:http_4xx") == 1, counts
+
+    listed = [json.loads(line) for line in cli("dead-letters", "list", "--json").stdout.splitlines()]
+    assert [(d["stage"], d["reason"], d["url"]) for d in listed] == [("fetch", "http_4xx", http_server.url(broken))]
+
+    http_server.routes[broken] = good
+    out = cli("dead-letters", "replay")
+    assert out.returncode == 0 and "replayed 1" in out.stdout, out.stderr[-2000:]
+    deadline = time.monotonic() + 60
+    while len(published(redis_client)) < 3:
+        assert time.monotonic() < deadline, "replayed article never published"
+        time.sleep(0.2)
+    assert DeadLetters(redis_client).list() == []
+    assert len({a["id"] for a in published(redis_client)}) == 3

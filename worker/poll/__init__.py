@@ -1,0 +1,1 @@
+"""The poll stage: when each feed is due, downloading and parsing it, WebSub push subscriptions."""
