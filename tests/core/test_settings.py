@@ -37,3 +37,10 @@ def test_redis_password_is_not_shown() -> None:
     s = Settings(REDIS_URL="redis://:hunter2@redis:6379/0")  # type: ignore[call-arg]
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
 
+
+
+def test_default_feed_list_is_the_projects_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INGEST_FEEDS", raising=False)
+    root = Path(__file__).resolve().parents[2]
+    assert Settings().feeds == root / "config" / "feeds.yaml"
+    assert Settings().feeds.is_file()

@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 # Host limits for a fleet that fetches everything from one local host on purpose (tests, the demo, benchmarks):
 # politeness there would only measure the limiter.
