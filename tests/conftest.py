@@ -101,14 +101,16 @@ def shared_eval() -> Path:
 
 
 def start_worker(name: str, *, concurrency: int = 2, env: dict[str, str] | None = None,
-                 queues: str = "poll,fetch,publish") -> subprocess.Popen[bytes]:
-    """A real Celery worker process on the test Redis; returns once it answers a ping."""
-    from worker.app import app
+                 stage: str = "extract", queues: str | None = None) -> subprocess.Popen[bytes]:
+    """A real Celery worker process of one stage on the test Redis; returns once it answers a ping."""
+    from worker.app import app, stages
 
     log = open(ROOT / ".pytest_cache" / f"worker-{name}.log", "wb")  # noqa: SIM115 - lives as long as the worker
+    args = stages()[stage].celery_args(node=f"{name}@%h", concurrency=concurrency)
+    if queues is not None:
+        args[args.index("-Q") + 1] = queues
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
-         "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle"],
+        [sys.executable, "-m", "celery", "-A", "worker.app", *args, "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=os.environ | (env or {}), stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
@@ -122,6 +124,13 @@ def start_worker(name: str, *, concurrency: int = 2, env: dict[str, str] | None 
     raise RuntimeError(f"worker {name} did not answer a ping in 60 s; see {log.name}")
 
 
+def start_stages(name: str, *, env: dict[str, str] | None = None, downloads: int = 16,
+                 processes: int = 2) -> list[subprocess.Popen[bytes]]:
+    """Both stages, as a machine runs them: a download worker (threads) and an extract worker (processes)."""
+    return [start_worker(f"{name}-download", stage="download", concurrency=downloads, env=env),
+            start_worker(f"{name}-extract", stage="extract", concurrency=processes, env=env)]
+
+
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -132,8 +141,9 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker() -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker() -> Iterator[list[subprocess.Popen[bytes]]]:
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)
-    proc = start_worker("pytest")
-    yield proc
-    stop_worker(proc)
+    procs = start_stages("pytest")
+    yield procs
+    for proc in procs:
+        stop_worker(proc)

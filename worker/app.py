@@ -1,4 +1,5 @@
-"""The Celery application: broker, queues, reliability options and the beat schedule.
+"""The Celery application: broker, queues, reliability options, the beat schedule, and the two kinds of
+worker a machine runs (``STAGES``).
 
 ``celery -A worker.app worker`` and ``celery -A worker.app beat`` work as with any Celery project; ``ingest``
 wraps them.
@@ -7,6 +8,7 @@ wraps them.
 from __future__ import annotations
 
 import reprlib
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -15,9 +17,43 @@ from kombu import Exchange, Queue
 from worker import metrics
 from worker.core import logs
 from worker.core.redisconn import redis_url
-from worker.core.settings import get_settings
+from worker.core.settings import Settings, get_settings
 
-QUEUES = ("poll", "fetch", "publish")
+QUEUES = ("poll", "fetch", "extract", "publish")
+SWEEP_EVERY = 30.0  # seconds between beat's sweeps for hand-offs whose extract message went missing
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One kind of worker: the queues it consumes and the pool that suits their work."""
+
+    name: str
+    queues: tuple[str, ...]
+    pool: str
+    concurrency: int
+    prefetch: int  # messages reserved per pool slot
+
+    def celery_args(self, *, node: str | None = None, loglevel: str = "INFO", concurrency: int | None = None,
+                    beat: bool = False) -> list[str]:
+        """``celery -A worker.app <these>`` starts this stage's worker."""
+        args = ["worker", "-Q", ",".join(self.queues), "-P", self.pool, "-c", str(concurrency or self.concurrency),
+                "--prefetch-multiplier", str(self.prefetch), "-l", loglevel]
+        if node:
+            args += ["-n", node]
+        if beat:
+            args.append("-B")
+        return args
+
+
+def stages(settings: Settings | None = None) -> dict[str, Stage]:
+    """The two stages, sized to the machine. Downloads wait on the network and on hosts' turns: a thread pool
+    keeps hundreds in flight in one process, one message reserved per thread. Extraction, cleaning and
+    publishing are CPU-bound: one process per core, as usual for prefork."""
+    s = settings or get_settings()
+    return {
+        "download": Stage("download", ("poll", "fetch"), "threads", s.download_concurrency, 1),
+        "extract": Stage("extract", ("extract", "publish"), "prefork", s.concurrency, 4),
+    }
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 120
@@ -55,7 +91,9 @@ def make_app() -> Celery:
             "worker.tasks.dispatch": {"queue": "poll"},
             "worker.tasks.poll_feed": {"queue": "poll"},
             "worker.tasks.poll_feeds": {"queue": "poll"},
+            "worker.tasks.sweep": {"queue": "poll"},
             "worker.tasks.fetch_article": {"queue": "fetch"},
+            "worker.tasks.extract_article": {"queue": "extract"},
             "worker.tasks.publish_article": {"queue": "publish"},
         },
         # At-least-once delivery: a task is acknowledged only when done, and redelivered if its worker dies.
@@ -82,7 +120,12 @@ def make_app() -> Celery:
                 "task": "worker.tasks.dispatch",
                 "schedule": settings.dispatch_every,
                 "options": {"expires": max(1.0, settings.dispatch_every * 2)},
-            }
+            },
+            "sweep-handoffs": {
+                "task": "worker.tasks.sweep",
+                "schedule": SWEEP_EVERY,
+                "options": {"expires": SWEEP_EVERY},
+            },
         },
         # RedBeat keeps the schedule in Redis and holds a lock with expiry: of several beats only one
         # dispatches, and another takes over within the lock timeout when it dies.

@@ -94,7 +94,7 @@ if TYPE_CHECKING:
 if not values.ValueClass.__name__.startswith("Mmaped"):
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
-DEFAULT_QUEUES: tuple[str, ...] = ("poll", "fetch", "publish")
+DEFAULT_QUEUES: tuple[str, ...] = ("poll", "fetch", "extract", "publish")
 # kombu's Redis transport keeps one list per priority step: "fetch", "fetch\x06\x163", "fetch\x06\x166", ...
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
@@ -114,6 +114,14 @@ PAGES_FETCHED = Counter(
 FETCH_SECONDS = Histogram(
     "ingest_fetch_seconds", "Time to download one feed or article page.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0),
+)
+DOWNLOADS_IN_FLIGHT = Gauge(
+    "ingest_downloads_in_flight", "HTTP requests in flight now (inside a host slot), by kind (feed, page, robots).",
+    ["kind"], multiprocess_mode="livesum",
+)
+HANDOFF_BYTES = Histogram(
+    "ingest_handoff_bytes", "Compressed bytes of a page left in Redis by the download stage for the extract stage.",
+    buckets=(1e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 5e6),
 )
 EXTRACT_SECONDS = Histogram(
     "ingest_extract_seconds", "Time to extract one article page and teach its lines to the site memory.",
@@ -173,12 +181,17 @@ TASK_SECONDS = Histogram(
     "ingest_task_seconds", "Run time of one task, by task name.", ["task"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
+TASKS_IN_PROGRESS = Gauge(
+    "ingest_tasks_in_progress", "Tasks running now, by task name: each stage's work in flight.", ["task"],
+    multiprocess_mode="livesum",
+)
 TASKS = Counter("ingest_tasks", "Finished tasks by task name and final state (lower-case Celery state).",
                 ["task", "state"])
 
 # Names of the collector's metrics; they are served by the worker's main process only.
 QUEUE_DEPTH_METRIC = "ingest_queue_depth"
 QUEUE_AGE_METRIC = "ingest_queue_oldest_age_seconds"
+HOST_WAITING_METRIC = "ingest_host_waiting"
 FEEDS_METRIC = "ingest_feeds"
 FEEDS_FAILING_METRIC = "ingest_feeds_failing"
 FEED_ERRORS_METRIC = "ingest_feed_consecutive_errors"
@@ -190,7 +203,8 @@ def exported_metric_names() -> set[str]:
 
     Histograms are listed by their base name; ``_bucket``/``_sum``/``_count`` are implied.
     """
-    names = {QUEUE_DEPTH_METRIC, QUEUE_AGE_METRIC, FEEDS_METRIC, FEEDS_FAILING_METRIC, FEED_ERRORS_METRIC}
+    names = {QUEUE_DEPTH_METRIC, QUEUE_AGE_METRIC, HOST_WAITING_METRIC, FEEDS_METRIC, FEEDS_FAILING_METRIC,
+             FEED_ERRORS_METRIC}
     for metric in REGISTRY.collect():
         if not metric.name.startswith("ingest_"):
             continue
@@ -283,9 +297,20 @@ class QueueCollector(Collector):
         yield depth
         yield age
         try:
+            yield self._waiting()
             yield from self._feeds()
         except redis.RedisError:
             return
+
+    def _waiting(self) -> Metric:
+        from worker.core import runs
+
+        waiting = GaugeMetricFamily(
+            HOST_WAITING_METRIC, "Work put off until its host's turn (pages re-queued, one-shot feed polls), by "
+            "stage: it holds no worker while it waits.", labels=["stage"])
+        for stage, n in runs.host_waiting(self.client).items():
+            waiting.add_metric([stage], n)
+        return waiting
 
     def _feeds(self) -> Iterator[Metric]:
         from worker.feeds.feedlist import Feed
@@ -456,7 +481,9 @@ def on_before_task_publish(headers: dict[str, Any] | None = None, **_: Any) -> N
 
 def on_task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task_id is not None:
-        _task_started[task_id] = (getattr(task, "name", "unknown"), time.perf_counter())
+        name = getattr(task, "name", "unknown")
+        _task_started[task_id] = (name, time.perf_counter())
+        TASKS_IN_PROGRESS.labels(name).inc()
 
 
 def on_task_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
@@ -464,6 +491,7 @@ def on_task_postrun(task_id: str | None = None, task: Any = None, state: str | N
     name = getattr(task, "name", None) or (started[0] if started else "unknown")
     if started is not None:
         TASK_SECONDS.labels(name).observe(time.perf_counter() - started[1])
+        TASKS_IN_PROGRESS.labels(started[0]).dec()
     TASKS.labels(name, (state or "unknown").lower()).inc()
 
 

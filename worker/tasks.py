@@ -1,39 +1,81 @@
-"""Celery tasks: thin wrappers that bind log context, call ``worker.pipeline`` and hand work on."""
+"""Celery tasks: thin wrappers that decode a stage's message, bind log context, call the stage's step and hand
+the result to the next stage's queue.
+
+    dispatch ─► poll_feeds ─► poll_feed ──PageJob──► fetch_article ──FetchedPage──► extract_article
+                                  (poll queue)          (fetch queue)                  (extract queue)
+                                                                                     │ cold start
+                                                                                     ▼
+                                                            publish_article ◄──PreparedArticle (publish queue)
+
+Polls and downloads run on the I/O worker (a thread pool: hundreds of requests in flight, no CPU-bound
+process waiting on the network); extraction, cleaning and publishing on the CPU worker (one process per core).
+Task names stay as they were, so messages already queued by an older release still match.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import random
+import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel, ValidationError
 
-from worker import metrics, pipeline
+from worker import metrics
 from worker.app import app
+from worker.context import Context
 from worker.core import runs
+from worker.core.errors import RetryLater
+from worker.core.messages import FetchedPage, PageJob, PreparedArticle
 from worker.core.redisconn import OneTrip, get_redis
 from worker.dedup.claims import Claim, claim, release
+from worker.download import handoff
+from worker.download.step import download
+from worker.extract.step import extract
 from worker.feeds.feedlist import Feed, FeedList
 from worker.poll import websub
 from worker.poll.parse import FeedError
+from worker.poll.step import PollResult, commit_poll, poll
+from worker.publish.step import publish, should_hold
 
 log = structlog.get_logger("worker.tasks")
 
 FETCH_RETRIES = 3
 MAX_COUNTDOWN = 300  # longer ETAs sit in worker memory and risk redelivery past the visibility timeout
-_ctx: pipeline.Context | None = None
+M = TypeVar("M", bound=BaseModel)
+_ctx: Context | None = None
+_ctx_lock = threading.Lock()
 _feed_lists: dict[str, FeedList] = {}
 
 
-def ctx() -> pipeline.Context:
-    """One context (Redis pool, HTTP client, scripts) per worker process, built on first use."""
+def ctx() -> Context:
+    """One context (Redis pool, HTTP client, scripts) per worker process, built whole on first use: the
+    download worker's threads share it."""
     global _ctx
     if _ctx is None:
-        _ctx = pipeline.Context(get_redis())
+        with _ctx_lock:
+            if _ctx is None:
+                _ctx = Context(get_redis()).warm()
     return _ctx
+
+
+def _decode(model: type[M], payload: Any, stage: str) -> M | None:
+    """The stage's message, or None when it cannot be read (a message of another program, or broken): a
+    dead letter with the payload, so nothing vanishes in silence."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        log.error("bad_message", stage=stage, error=str(exc)[:500])
+        url = payload.get("url", "") if isinstance(payload, dict) else ""
+        ctx().dead_letter(stage=stage, reason="bad_message", url=str(url), error=str(exc)[:2000],
+                          payload=payload if isinstance(payload, dict) else {"raw": repr(payload)[:2000]},
+                          run_id=None)
+        return None
 
 
 def _bind(task: Task, **values: Any) -> None:
@@ -41,9 +83,37 @@ def _bind(task: Task, **values: Any) -> None:
     structlog.contextvars.bind_contextvars(task_id=task.request.id, task=task.name, **values)
 
 
+def send_all(task: Task, calls: list[tuple[Any, ...]], queue: str) -> None:
+    """Send one message per argument tuple in a single Redis pipeline (kombu's publish batch: 0.19 ms a message
+    instead of 0.46). A failed flush raises; whatever it had already pushed is harmless when sent again,
+    since every task is idempotent."""
+    if not calls:
+        return
+    with app.producer_or_acquire() as producer, producer.batch():
+        for args in calls:
+            task.apply_async(args, queue=queue, producer=producer)
+
+
+@app.task(bind=True, name="worker.tasks.sweep", ignore_result=True)
+def sweep(self: Task) -> int:
+    """Beat's safety net: pages handed to the extract stage whose message has not finished after half their
+    time in Redis get it again (a message kombu lost to a worker killed as it was taken, or a backlog about to
+    outlive the page). The extract step is idempotent, so a page sent twice is published once."""
+    _bind(self)
+    c = ctx()
+    messages = handoff.overdue(c.r, c.settings.page_ttl / 2)
+    send_all(extract_article, [(json.loads(m),) for m in messages], "extract")
+    if messages:
+        log.warning("handoffs_resent", pages=len(messages))
+    return len(messages)
+
+
+# --- poll stage ---------------------------------------------------------------------------------------------
+
+
 @app.task(bind=True, name="worker.tasks.dispatch", ignore_result=True)
 def dispatch(self: Task) -> int:
-    """Beat's one periodic task: sync the feed list if it changed, then enqueue a poll for every due feed."""
+    """Beat's one periodic task: sync the feed list if it changed, then enqueue the due feeds."""
     _bind(self)
     started = time.perf_counter()
     c = ctx()
@@ -58,8 +128,8 @@ def dispatch(self: Task) -> int:
         # A broken edit of the feeds file must not stop polling of the feeds already known.
         log.error("feeds_file_invalid", path=path, error=str(exc))
     due = c.schedule.claim_due()
-    # One message per chunk of feeds: publishing a task costs ~0.5 ms, which at 1 000 due feeds would make the
-    # tick 500 ms; a slow feed (at most total_timeout) delays only the others of its chunk.
+    # One message per chunk of feeds keeps the tick short at 1 000 due feeds; each chunk is split into one
+    # poll per feed on the I/O worker, whose threads then poll them side by side.
     size = max(1, c.settings.dispatch_chunk)
     send_all(poll_feeds, [(due[i : i + size],) for i in range(0, len(due), size)], "poll")
     elapsed = time.perf_counter() - started
@@ -72,43 +142,51 @@ def dispatch(self: Task) -> int:
 
 @app.task(bind=True, name="worker.tasks.poll_feeds", ignore_result=True)
 def poll_feeds(self: Task, feed_ids: list[str]) -> int:
-    """The dispatcher's chunk of due feeds, polled one after the other."""
-    for feed_id in feed_ids:
-        _poll(self, feed_id, None)
+    """The dispatcher's chunk of due feeds: one poll each, so no feed waits on a slow one of its chunk."""
+    send_all(poll_feed, [(feed_id,) for feed_id in feed_ids], "poll")
     return len(feed_ids)
 
 
 @app.task(bind=True, name="worker.tasks.poll_feed", ignore_result=True)
-def poll_feed(self: Task, feed_id: str, run_id: str | None = None) -> int:
-    """One feed, on its own (``ingest run --once``, replays)."""
-    _poll(self, feed_id, run_id)
-    return 1
-
-
-def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
+def poll_feed(self: Task, feed_id: str, run_id: str | None = None, host_busy: int = 0,
+              reserved_at: float = 0.0) -> int:
+    """One feed: poll it, fan out its new entries, commit the poll. A feed whose host is busy comes back at
+    the turn the host reserved for it, without holding a thread meanwhile."""
     c = ctx()
+    if host_busy:
+        runs.put_off(c.r, "poll", -1)
     feed = c.schedule.feed(feed_id)
     if feed is None:  # removed from the list after dispatch
-        runs.feed_done(c.r, run_id, feed_id)
-        return
+        runs.feed_done(c.r, run_id, feed_id, "removed")
+        return 0
     _bind(self, feed=feed.label, feed_url=feed.url)
+    outcome = "error"
     try:
-        result = pipeline.poll(c, feed, run_id)
-        fan_out(c, result.tasks, run_id)
+        result = poll(c, feed, run_id, reserved_at=reserved_at)
+        outcome = result.outcome
+        if outcome == "deferred":
+            # A one-shot run polls every feed it was given, so the run waits for it too.
+            poll_feed.apply_async((feed_id, run_id, host_busy + 1, result.reserved_at), queue="poll",
+                                  countdown=min(MAX_COUNTDOWN, result.retry_in))
+            runs.put_off(c.r, "poll")
+            commit_poll(c, result, run_id)
+            return 0
+        fan_out(c, result.jobs, run_id)
         # while a hub pushes this feed's entries, polling is only the safety net, at the feed's ceiling
         push = websub.enabled(c.settings) and websub.push_active(c.r, feed.id)
-        pipeline.commit_poll(c, result, run_id, push=push)
+        commit_poll(c, result, run_id, push=push)
         _subscribe(c, feed, result)
     except Exception as exc:  # never let one feed's surprise kill the worker or block the others
         log.exception("poll_crashed")
-        pipeline.dead_letter(c, stage="poll", reason="internal", url=feed.url, error=repr(exc),
-                             payload={"feed_id": feed_id}, run_id=run_id)
+        outcome = "error"
+        c.dead_letter(stage="poll", reason="internal", url=feed.url, error=repr(exc), payload={"feed_id": feed_id},
+                      run_id=run_id)
         c.schedule.record_failure(feed, reason="internal")
-    finally:
-        runs.feed_done(c.r, run_id, feed_id)
+    runs.feed_done(c.r, run_id, feed_id, outcome)
+    return 1
 
 
-def _subscribe(c: pipeline.Context, feed: Feed, result: pipeline.PollResult) -> None:
+def _subscribe(c: Context, feed: Feed, result: PollResult) -> None:
     """A feed that advertises a WebSub hub gets subscribed (or renewed) after a good poll; a failure there
     only means the feed stays polled, so it must not count as a failed poll."""
     unparsed = result.outcome in ("not_modified", "unchanged")  # no feed document: renew what was advertised
@@ -130,127 +208,183 @@ def receive_push(self: Task, feed_id: str, body_b64: str, content_type: str | No
         return 0
     _bind(self, feed=feed.label, feed_url=feed.url, via="websub")
     try:
-        payloads, seen_ids = websub.entries_from_delivery(c, feed, base64.b64decode(body_b64), content_type)
-        fan_out(c, payloads, None)
+        jobs, seen_ids = websub.entries_from_delivery(c, feed, base64.b64decode(body_b64), content_type)
+        fan_out(c, jobs, None)
         if seen_ids:
             c.seen.add_many(seen_ids)
     except FeedError as exc:
         log.error("push_failed", reason=exc.reason, error=str(exc))
-        pipeline.dead_letter(c, stage="push", reason=exc.reason, url=feed.url, error=str(exc),
-                             payload={"feed_id": feed_id}, run_id=None)
+        c.dead_letter(stage="push", reason=exc.reason, url=feed.url, error=str(exc), payload={"feed_id": feed_id},
+                      run_id=None)
         return 0
     except Exception as exc:  # never let one delivery's surprise kill the worker
         log.exception("push_crashed")
-        pipeline.dead_letter(c, stage="push", reason="internal", url=feed.url, error=repr(exc),
-                             payload={"feed_id": feed_id}, run_id=None)
+        c.dead_letter(stage="push", reason="internal", url=feed.url, error=repr(exc), payload={"feed_id": feed_id},
+                      run_id=None)
         return 0
     runs.count(c.r, "pushed:deliveries")
-    log.info("push_received", new=len(payloads))
-    return len(payloads)
+    log.info("push_received", new=len(jobs))
+    return len(jobs)
 
 
-def fan_out(c: pipeline.Context, payloads: list[dict[str, Any]], run_id: str | None) -> None:
-    """One fetch task per new entry. The caller marks the entries seen only after this returns, so a send that
-    fails leaves them to the next poll."""
-    runs.open_articles(c.r, run_id, payloads)
-    send_all(fetch_article, [(payload,) for payload in payloads], "fetch")
+def fan_out(c: Context, jobs: list[PageJob], run_id: str | None) -> None:
+    """One download task per new entry. The caller marks the entries seen only after this returns, so a send
+    that fails leaves them to the next poll."""
+    runs.open_articles(c.r, run_id, jobs)
+    send_all(fetch_article, [(job.encode(),) for job in jobs], "fetch")
 
 
-def send_all(task: Task, calls: list[tuple[Any, ...]], queue: str) -> None:
-    """Send one message per argument tuple in a single Redis pipeline (kombu's publish batch: 0.19 ms a message
-    instead of 0.46). A failed flush raises; whatever it had already pushed is harmless when sent again,
-    since every task is idempotent."""
-    if not calls:
-        return
-    with app.producer_or_acquire() as producer, producer.batch():
-        for args in calls:
-            task.apply_async(args, queue=queue, producer=producer)
+# --- download stage -------------------------------------------------------------------------------------------
 
 
 @app.task(bind=True, name="worker.tasks.fetch_article", ignore_result=True, max_retries=FETCH_RETRIES)
-def fetch_article(self: Task, task: dict[str, Any]) -> None:
+def fetch_article(self: Task, payload: dict[str, Any]) -> None:
+    """Download one page (I/O worker) and hand it to the extract stage."""
     c = ctx()
-    _bind(self, feed=task["feed"].get("name") or task["feed"]["url"], url=task["url"], article_id=task["article_id"])
-    run_id = task.get("run")
+    job = _decode(PageJob, payload, "fetch")
+    if job is None:
+        return
+    _bind(self, feed=job.feed.label, url=job.url, article_id=job.article_id)
+    if job.host_busy:
+        runs.put_off(c.r, "fetch", -1)
     owner = self.request.id or "?"
-    closing = OneTrip(c.r)  # the task's bookkeeping writes, sent in one round trip at its end
-    taken = claim(c.r, task["article_id"], int(c.settings.task_time_limit) + 30, owner,
-                  published=c.publisher.published)
+    # The claim spans both stages: the extract task holds and releases it with the same owner.
+    lease = int(c.settings.page_ttl + c.settings.task_time_limit)
+    taken = claim(c.r, job.article_id, lease, owner, published=c.publisher.published)
     if taken is not Claim.TAKEN:
         # HELD: another task (the same article fanned out by another feed) holds it: that one publishes it, or,
         # if its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
         # PUBLISHED: a redelivery after the article went out, or another feed's copy of it: nothing to fetch.
         log.info("claimed_elsewhere" if taken is Claim.HELD else "already_published")
-        pipeline.batch_done(closing, task)  # nothing of this batch left to wait for here
-        runs.article_done(closing, run_id, task)
-        closing.execute()
+        _finish(c.r, job)
         return
-    handed_on = False  # True once a held publish step (or a retry) owns the article
-    counted = False  # whether this page has been counted off its poll batch
+    handed_on = False
     try:
-        prepared = pipeline.fetch_and_extract(c, task, final_attempt=self.request.retries >= self.max_retries)
-        if prepared is None:
-            pipeline.batch_done(closing, task)  # a page that goes on was counted off with its lines
-        counted = True
-        if prepared is not None:
-            if pipeline.should_hold(c, prepared):
-                # Cold start: the publish queue holds it (no worker waits) until the batch has taught the site.
-                publish_article.apply_async((prepared,), queue="publish", countdown=1)
-                handed_on = True
-            else:
-                # The usual case publishes here: a second task per article would cost a broker round trip
-                # and ~20 % of a worker's time (ops/bench/throughput.py).
-                pipeline.publish(c, prepared, bookkeeping=closing)
-    except pipeline.RetryLater as exc:
-        if not exc.counted:
-            # A busy host is no failure: re-send the task with its retry count unchanged (self.retry would use
-            # up an attempt), backing off with the number of times it found the host busy, with jitter so the
-            # pages of one host do not all come back at once.
-            busy = int(task.get("host_busy", 0)) + 1
-            countdown = min(MAX_COUNTDOWN, max(exc.countdown or 1.0, min(60.0, 2.0 ** min(busy, 6))))
-            countdown *= random.uniform(1.0, 1.5)
-            log.info("fetch_deferred", reason=exc.reason, countdown=round(countdown, 1), host_busy=busy,
-                     retries=self.request.retries)
-            fetch_article.apply_async((task | {"host_busy": busy},), queue="fetch", countdown=countdown,
-                                      retries=self.request.retries, task_id=self.request.id)
+        page = download(c, job, owner=owner, final_attempt=self.request.retries >= self.max_retries)
+        if page is not None:
+            extract_article.apply_async((page.encode(),), queue="extract")
             handed_on = True
+    except RetryLater as exc:
+        handed_on = True  # a retry or a later turn still owns the page (and the run still waits for it)
+        if not exc.counted:
+            _put_off(self, c, job, exc)
             return
         countdown = exc.countdown or 2 ** (self.request.retries + 1)
         log.warning("fetch_retry", reason=exc.reason, countdown=countdown, attempt=self.request.retries + 1)
-        handed_on = True  # the retry is still this run's work
         raise self.retry(countdown=min(countdown, MAX_COUNTDOWN)) from exc
-    except SoftTimeLimitExceeded:
-        pipeline.dead_letter(c, stage="fetch", reason="time_limit", url=task["url"], error="soft time limit",
-                             payload=task, run_id=run_id)
     except Exception as exc:
         log.exception("fetch_crashed")
-        pipeline.dead_letter(c, stage="fetch", reason="internal", url=task["url"], error=repr(exc),
-                             payload=task, run_id=run_id)
+        c.dead_letter(stage="fetch", reason="internal", url=job.url, error=repr(exc), payload=job.encode(),
+                      run_id=job.run)
     finally:
-        if not counted and not handed_on:
-            pipeline.batch_done(closing, task)
-        release(closing, task["article_id"], owner)
         if not handed_on:
-            runs.article_done(closing, run_id, task)  # after the counts: a finished run has its totals
+            _finish(c.r, job, owner)
+
+
+def _put_off(self: Task, c: Context, job: PageJob, exc: RetryLater) -> None:
+    """A busy host is no failure: the page comes back at the turn the host reserved for it, as the same task
+    (its claim) with its retry count unchanged (self.retry would use up an attempt). No thread waits for it:
+    the broker holds the message until then."""
+    busy = job.host_busy + 1
+    countdown = min(MAX_COUNTDOWN, max(exc.countdown or 1.0, 0.01))
+    if not exc.reserved_at:  # no turn was given (paused host): back off, spread so the pages do not all return
+        countdown = min(MAX_COUNTDOWN, max(countdown, min(60.0, 2.0 ** min(busy, 6))) * random.uniform(1.0, 1.5))
+    log.info("fetch_deferred", reason=exc.reason, countdown=round(countdown, 2), host_busy=busy,
+             retries=self.request.retries)
+    later = job.model_copy(update={"host_busy": busy, "reserved_at": exc.reserved_at})
+    fetch_article.apply_async((later.encode(),), queue="fetch", countdown=countdown,
+                              retries=self.request.retries, task_id=self.request.id)
+    runs.put_off(c.r, "fetch")
+
+
+def _finish(r: Any, job: PageJob, owner: str | None = None) -> None:
+    """The page's work ends here (skipped or dead-lettered): counted off its batch and its run, in one trip."""
+    closing = OneTrip(r)
+    runs.batch_done(closing, job.batch)
+    if owner is not None:
+        release(closing, job.article_id, owner)
+    runs.article_done(closing, job)
+    closing.execute()
+
+
+# --- extract stage --------------------------------------------------------------------------------------------
+
+
+@app.task(bind=True, name="worker.tasks.extract_article", ignore_result=True)
+def extract_article(self: Task, payload: dict[str, Any]) -> None:
+    """Extract, clean and publish one downloaded page (CPU worker)."""
+    c = ctx()
+    page = _decode(FetchedPage, payload, "extract")
+    if page is None:
+        return
+    job = page.job
+    _bind(self, feed=job.feed.label, url=page.final_url, article_id=job.article_id)
+    lease = int(c.settings.page_ttl + c.settings.task_time_limit)
+    taken = claim(c.r, job.article_id, lease, page.owner, published=c.publisher.published)
+    if taken is not Claim.TAKEN:
+        # PUBLISHED: a redelivery after the article went out. HELD: our claim lapsed and another feed's copy
+        # took the article; that one publishes it (and uses the stored page).
+        log.info("claimed_elsewhere" if taken is Claim.HELD else "already_published")
+        closing = OneTrip(c.r)
+        if taken is Claim.PUBLISHED:
+            handoff.drop(closing, job.article_id)
+        runs.article_done(closing, job)
+        closing.execute()
+        return
+    stored = handoff.load(c.r, job.article_id)
+    if stored is None:
+        # The page waited longer than page_ttl (a backlog): download it again rather than lose it.
+        log.warning("page_expired", ttl=c.settings.page_ttl)
+        release(c.r, job.article_id, page.owner)
+        fetch_article.apply_async((job.encode(),), queue="fetch")
+        return
+    closing = OneTrip(c.r)  # the task's bookkeeping writes, sent in one round trip at its end
+    handed_on = False  # True once a held publish step owns the article
+    counted = False  # whether this page has been counted off its poll batch
+    try:
+        prepared = extract(c, page, stored)
+        counted = prepared is not None  # counted off with its lines
+        if prepared is not None:
+            if should_hold(c, prepared):
+                # Cold start: the publish queue holds it (no worker waits) until the batch has taught the site.
+                publish_article.apply_async((prepared.encode(),), queue="publish", countdown=1)
+                handed_on = True
+            else:
+                publish(c, prepared, bookkeeping=closing)
+    except SoftTimeLimitExceeded:
+        c.dead_letter(stage="extract", reason="time_limit", url=page.final_url, error="soft time limit",
+                      payload=job.encode(), run_id=job.run)
+    except Exception as exc:
+        log.exception("extract_crashed")
+        c.dead_letter(stage="extract", reason="internal", url=page.final_url, error=repr(exc),
+                      payload=job.encode(), run_id=job.run)
+    finally:
+        if not counted:
+            runs.batch_done(closing, job.batch)
+        handoff.drop(closing, job.article_id)
+        release(closing, job.article_id, page.owner)
+        if not handed_on:
+            runs.article_done(closing, job)  # after the counts: a finished run has its totals
         closing.execute()
 
 
 @app.task(bind=True, name="worker.tasks.publish_article", ignore_result=True)
-def publish_article(self: Task, prepared: dict[str, Any]) -> None:
+def publish_article(self: Task, payload: dict[str, Any]) -> None:
+    """A cold-start page held until its site's batch was observed, then cleaned and published (CPU worker)."""
     c = ctx()
-    _bind(self, feed=prepared["feed"].get("name") or prepared["feed"]["url"], url=prepared["final_url"],
-          article_id=prepared["article_id"])
-    run_id = prepared.get("run")
-    if pipeline.should_hold(c, prepared):
+    prepared = _decode(PreparedArticle, payload, "publish")
+    if prepared is None:
+        return
+    _bind(self, feed=prepared.job.feed.label, url=prepared.final_url, article_id=prepared.job.article_id)
+    if should_hold(c, prepared):
         # Cold start: wait (without occupying a worker) for the rest of the batch to teach the site memory.
-        publish_article.apply_async((prepared,), queue="publish", countdown=1)
+        publish_article.apply_async((prepared.encode(),), queue="publish", countdown=1)
         return
     try:
-        pipeline.publish(c, prepared)
+        publish(c, prepared)
     except Exception as exc:
         log.exception("publish_crashed")
-        pipeline.dead_letter(c, stage="publish", reason="internal", url=prepared["final_url"],
-                             error=repr(exc), payload=prepared, run_id=run_id)
+        c.dead_letter(stage="publish", reason="internal", url=prepared.final_url, error=repr(exc),
+                      payload=prepared.job.encode(), run_id=prepared.job.run)
     finally:
-        runs.article_done(c.r, run_id, prepared)
-
+        runs.article_done(c.r, prepared.job)

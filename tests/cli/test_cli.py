@@ -58,7 +58,7 @@ def test_stats_prints_queues_and_totals(redis_client: redis.Redis) -> None:
     out = ingest("stats", "--json", timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
-    assert set(data["queues"]) == {"poll", "fetch", "publish"} and "feeds_due" in data
+    assert set(data["queues"]) == {"poll", "fetch", "extract", "publish"} and "feeds_due" in data
 
 
 def test_run_demo_publishes_the_sample_site(redis_client: redis.Redis) -> None:

@@ -13,8 +13,10 @@ import pytest
 import redis
 
 from tests.e2e.test_scaling import private, send_polls, spawn, stop, wait_for  # noqa: F401 - private is a fixture
-from tests.pipeline_helpers import published
+from tests.pipeline_helpers import fetch_and_extract, published
+from worker.context import Context
 from worker.core import runs
+from worker.core.errors import RetryLater
 from worker.core.settings import Settings
 from worker.demo.server import LocalServer, Response
 from worker.demo.site import all_routes, build_many
@@ -22,7 +24,6 @@ from worker.download.robots import Robots, product_token, robots_url
 from worker.feeds.feedlist import Feed
 from worker.net.fetch import make_client
 from worker.net.politeness import Politeness, host_of
-from worker.pipeline import Context, RetryLater, fetch_and_extract
 from worker.publish.deadletter import DeadLetters
 
 RULES = b"""User-agent: news-ingest-worker
@@ -154,7 +155,7 @@ def test_worker_obeys_robots_for_pages_unless_the_feed_opts_out(private: tuple[s
     feeds = [Feed(url=open_.feed_url, name="open"), Feed(url=private_.feed_url, name="private"),
              Feed(url=closed.feed_url, name="closed", robots=False)]
     env = {"INGEST_ROBOTS_OBEY": "true", "INGEST_HOST_RATE": "0", "INGEST_HOST_CONCURRENCY": "2"}
-    worker = spawn(["worker", "-Q", "poll,fetch,publish", "-c", "2", "-n", "robots@%h", "-l", "INFO",
+    worker = spawn(["worker", "-Q", "poll,fetch,extract,publish", "-c", "2", "-n", "robots@%h", "-l", "INFO",
                     "--without-gossip", "--without-mingle"], url, tmp_path / "w.log", **env)
     try:
         run_id = send_polls(url, r, feeds)

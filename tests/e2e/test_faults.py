@@ -76,14 +76,21 @@ class Stack:
         self.names: list[str] = []
 
     def start_worker(self, name: str, *, concurrency: int = 1, env: dict[str, str] | None = None,
-                     queues: str = "poll,fetch,publish") -> subprocess.Popen[bytes]:
+                     queues: str = "poll,fetch,extract,publish", stage: str | None = None,
+                     app: str = "worker.app") -> subprocess.Popen[bytes]:
         """A real worker in its own session (so its whole process group can be killed); returns once it
-        answers a ping."""
+        answers a ping. ``stage`` runs that stage's queues and pool (``worker.app.stages``); by default one
+        prefork worker takes every queue."""
+        from worker.app import stages
+
         log = open(self.tmp / f"worker-{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
         metrics_dir = tempfile.mkdtemp(prefix=f"prom-{name}-", dir=self.tmp)
+        if stage is not None:
+            args = stages()[stage].celery_args(node=f"{name}@%h", concurrency=concurrency)
+        else:
+            args = ["worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues,
-             "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle"],
+            [sys.executable, "-m", "celery", "-A", app, *args, "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=os.environ | self.env | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir} | (env or {}),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -131,7 +138,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         while runs.pending(self.r, run_id) > 0:
             assert time.monotonic() < deadline, (
-                f"run not finished: {runs.totals(self.r, run_id)}\n"
+                f"run not finished: {runs.totals(self.r, run_id)}, outstanding "
+                f"{self.r.smembers(runs.run_key(run_id) + ':todo')}, unacked {self.r.hlen('unacked')}, queues "
+                f"{ {q: self.r.llen(q) for q in QUEUES} }\n"
                 + "\n".join(self.log_tail(name, 1500) for name in self.names))
             time.sleep(0.2)
         return runs.totals(self.r, run_id)

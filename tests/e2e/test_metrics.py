@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from worker import metrics
+from worker.core import runs
 from worker.core.redisconn import RedisServer, free_port
 from worker.feeds.feedlist import Feed
 from worker.poll.schedule import Schedule
@@ -35,6 +36,7 @@ EXPECTED_NAMES = {
     "ingest_host_wait_seconds", "ingest_host_busy_total", "ingest_host_pauses_total",
     "ingest_robots_decisions_total", "ingest_robots_fetches_total",
     "ingest_websub_deliveries_total", "ingest_websub_subscriptions_total",
+    "ingest_downloads_in_flight", "ingest_handoff_bytes", "ingest_tasks_in_progress", "ingest_host_waiting",
 }
 
 
@@ -129,13 +131,17 @@ def test_scrape_shows_every_metric(server: str, redis_client: redis.Redis) -> No
     metrics.ROBOTS_FETCHES.labels("rules").inc()
     metrics.WEBSUB_DELIVERIES.labels("accepted").inc()
     metrics.WEBSUB_SUBSCRIPTIONS.labels("verified").inc()
+    metrics.DOWNLOADS_IN_FLIGHT.labels("page").inc()
+    metrics.HANDOFF_BYTES.observe(20_000)
+    metrics.TASKS_IN_PROGRESS.labels("worker.tasks.extract_article").inc()
+    runs.put_off(redis_client, "fetch", 3)
 
     status, text = _get(server + "/metrics")
     assert status == 200
     names = {s[0] for s in _samples(text)}
     for name in EXPECTED_NAMES:
         if name in {"ingest_fetch_seconds", "ingest_extract_seconds", "ingest_dispatch_seconds",
-                    "ingest_task_seconds", "ingest_host_wait_seconds"}:
+                    "ingest_task_seconds", "ingest_host_wait_seconds", "ingest_handoff_bytes"}:
             assert name + "_bucket" in names and name + "_count" in names, name
         else:
             assert name in names, name
@@ -143,6 +149,9 @@ def test_scrape_shows_every_metric(server: str, redis_client: redis.Redis) -> No
     assert samples[("ingest_feeds_due", ())] == 7
     assert samples[("ingest_queue_depth", (("queue", "fetch"),))] == 0
     assert samples[("ingest_feeds", ())] == 2 and samples[("ingest_feeds_failing", ())] == 1
+    assert samples[("ingest_host_waiting", (("stage", "fetch"),))] == 3
+    assert samples[("ingest_host_waiting", (("stage", "poll"),))] == 0
+    assert samples[("ingest_downloads_in_flight", (("kind", "page"),))] >= 1
     assert samples[("ingest_feed_consecutive_errors", (("feed", "Broken"), ("feed_id", broken.id)))] == 3
 
 

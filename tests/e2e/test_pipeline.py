@@ -81,8 +81,9 @@ def test_same_article_in_two_feeds_is_published_once(redis_client: redis.Redis, 
 
 
 def test_redelivered_task_does_not_double_publish(redis_client: redis.Redis, http_server: LocalServer) -> None:
+    from worker.context import Context
     from worker.core import runs
-    from worker.pipeline import Context, poll
+    from worker.poll.step import poll
 
     site = serve_site(http_server, n=2)
     feed = Feed(url=http_server.url(site.feed_path))
@@ -90,16 +91,18 @@ def test_redelivered_task_does_not_double_publish(redis_client: redis.Redis, htt
 
     Schedule(redis_client).sync([feed])
     result = poll(Context(redis_client), feed)
-    assert len(result.tasks) == 2
+    assert len(result.jobs) == 2
     poll_and_wait(redis_client, [feed])  # the normal path publishes both
     # ...then the same fetch tasks arrive again, as after a redelivery
     from worker.tasks import fetch_article
 
     hits = dict(http_server.hits)
     runs.start(redis_client, "redeliver", [])
-    runs.open_articles(redis_client, "redeliver", result.tasks)
-    for payload in result.tasks:
-        fetch_article.apply_async((payload | {"run": "redeliver", "batch": None},), queue="fetch")
+    runs.open_articles(redis_client, "redeliver",
+                       [job.model_copy(update={"run": "redeliver"}) for job in result.jobs])
+    for job in result.jobs:
+        again = job.model_copy(update={"run": "redeliver", "batch": None})
+        fetch_article.apply_async((again.encode(),), queue="fetch")
     import time
 
     deadline = time.monotonic() + 30
@@ -130,25 +133,44 @@ def test_a_page_is_counted_off_its_poll_batch_once(redis_client: redis.Redis, ht
     """The cold-start hold waits while a poll batch has pages left: ``fetch_and_extract`` counts a page that
     goes on to publishing off its batch (in the round trip that teaches the site memory its lines); a page
     that goes nowhere is left for the task to count."""
+    from tests.pipeline_helpers import fetch_and_extract
+    from worker.context import Context
     from worker.core.keys import key
     from worker.core.settings import Settings
     from worker.core.urls import site_of
-    from worker.pipeline import Context, fetch_and_extract, poll
     from worker.poll.schedule import Schedule
+    from worker.poll.step import poll
 
     site = serve_site(http_server, n=3)
     feed = Feed(url=http_server.url(site.feed_path))
     ctx = Context(redis_client, Settings(allow_private_networks=True, clean_hold_seconds=60))
     Schedule(redis_client).sync([feed])
-    tasks = poll(ctx, feed).tasks
-    batch = key("batch", tasks[0]["batch"])
+    tasks = poll(ctx, feed).jobs
+    batch = key("batch", tasks[0].batch or "")
     assert int(redis_client.get(batch) or 0) == 3
 
     prepared = fetch_and_extract(ctx, tasks[0])
     assert prepared is not None
     assert int(redis_client.get(batch) or 0) == 2
-    assert ctx.sites.pages_seen(site_of(prepared["final_url"])) == 1
+    assert ctx.sites.pages_seen(site_of(prepared.final_url)) == 1
 
-    gone = tasks[1] | {"url": http_server.url("/no-such-page.html")}
+    gone = tasks[1].model_copy(update={"url": http_server.url("/no-such-page.html")})
     assert fetch_and_extract(ctx, gone) is None  # a 404: dead-lettered
     assert int(redis_client.get(batch) or 0) == 2
+
+
+def test_an_unreadable_message_is_dead_lettered(redis_client: redis.Redis) -> None:
+    """A message the stage cannot read (another program's, or broken) is not dropped in silence."""
+    import time
+
+    from worker.publish.deadletter import DeadLetters
+    from worker.tasks import extract_article, fetch_article
+
+    fetch_article.apply_async(({"url": "http://example.com/a"},), queue="fetch")
+    extract_article.apply_async(({"final_url": "http://example.com/b"},), queue="extract")
+    deadline = time.monotonic() + 30
+    while len(DeadLetters(redis_client).list()) < 2:
+        assert time.monotonic() < deadline, DeadLetters(redis_client).list()
+        time.sleep(0.1)
+    letters = {(dl.stage, dl.reason, dl.url) for dl in DeadLetters(redis_client).list()}
+    assert letters == {("fetch", "bad_message", "http://example.com/a"), ("extract", "bad_message", "")}

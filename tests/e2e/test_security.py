@@ -20,15 +20,18 @@ import pytest
 import redis
 
 from tests.e2e.test_faults import Stack, private_redis
+from tests.pipeline_helpers import fetch_and_extract
+from worker.context import Context
 from worker.core.redisconn import free_port, redis_server_binary
 from worker.core.settings import Settings
 from worker.core.urls import article_id, canonicalize
 from worker.demo.server import LocalServer, Response
 from worker.feeds.feedlist import Feed, save_feeds
 from worker.net.fetch import make_client
-from worker.pipeline import Context, commit_poll, fetch_and_extract, poll, publish
-from worker.poll.schedule import Schedule, feed_summary
+from worker.poll.schedule import Schedule
+from worker.poll.step import commit_poll, feed_info, poll
 from worker.publish.deadletter import DeadLetters
+from worker.publish.step import publish
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,10 +98,10 @@ def test_ssrf_guard_refuses_local_feed_and_page_through_the_pipeline(redis_clien
     Schedule(redis_client).sync([feed])
     result = poll(ctx, feed)
     assert result.outcome == "error" and result.error == "private_address"
-    assert result.tasks == []
+    assert result.jobs == []
     url = http_server.url(pages[0])
     task = {"article_id": article_id(canonicalize(url)), "url": url, "canonical_url": canonicalize(url),
-            "title": "x", "summary": "", "published": None, "feed": feed_summary(feed), "run": None}
+            "title": "x", "summary": "", "published": None, "feed": feed_info(feed).encode(), "run": None}
     assert fetch_and_extract(ctx, task) is None
     assert http_server.hits == {}, "the guard let a request through"
     letters = {(dl.stage, dl.url): dl.reason for dl in DeadLetters(redis_client).list()}
@@ -217,7 +220,7 @@ def test_redis_password_never_printed(secured_redis: str, http_server: LocalServ
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp_path)}
     stats = ingest("stats", "--json", env=env, timeout=60)
     assert stats.returncode == 0, stats.stderr[-2000:]
-    assert set(json.loads(stats.stdout)["queues"]) == {"poll", "fetch", "publish"}
+    assert set(json.loads(stats.stdout)["queues"]) == {"poll", "fetch", "extract", "publish"}
     no_secret(stats)
 
     feed, _ = serve_feed(http_server, "/sec/feed.xml")
@@ -292,10 +295,10 @@ def test_untrusted_feed_content_never_reaches_a_key_raw(redis_client: redis.Redi
     ctx = Context(r, Settings(allow_private_networks=True, clean_hold_seconds=0))
     Schedule(r).sync([feed])
     result = poll(ctx, feed)
-    assert result.outcome == "new_entries" and len(result.tasks) == len(HOSTILE), result
+    assert result.outcome == "new_entries" and len(result.jobs) == len(HOSTILE), result
     commit_poll(ctx, result)
     published: list[Any] = []
-    for task in result.tasks:
+    for task in result.jobs:
         prepared = fetch_and_extract(ctx, task)
         assert prepared is not None, [dl.as_dict() for dl in DeadLetters(r, ctx.settings).list()]
         article, streams = publish(ctx, prepared)

@@ -14,16 +14,19 @@ import pytest
 import redis
 
 from tests.e2e.test_scaling import private, send_polls, spawn, stop, wait_for  # noqa: F401 - private is a fixture
-from tests.pipeline_helpers import poll_and_wait, published
+from tests.pipeline_helpers import fetch_and_extract, poll_and_wait, published, start_run
+from worker.context import Context
 from worker.core import runs
+from worker.core.errors import RetryLater
+from worker.core.messages import PageJob
 from worker.core.settings import Settings
 from worker.core.urls import article_id, canonicalize
 from worker.demo.server import LocalServer, Response
 from worker.demo.site import build_site
 from worker.feeds.feedlist import Feed
 from worker.net.politeness import HostBusy, Politeness, host_of
-from worker.pipeline import Context, RetryLater, fetch_and_extract
-from worker.poll.schedule import Schedule, due_key, feed_summary
+from worker.poll.schedule import Schedule, due_key
+from worker.poll.step import feed_info
 from worker.tasks import FETCH_RETRIES, fetch_article
 
 HOST = "news.example"
@@ -74,13 +77,13 @@ def test_concurrency_limit_holds_with_many_threads(redis_client: redis.Redis) ->
 
 def test_a_dead_holders_slot_frees_itself_after_its_lease(redis_client: redis.Redis) -> None:
     polite = limiter(redis_client, lease=0.5, host_concurrency=1)
-    token, _ = polite.try_acquire(HOST)  # taken and never released: its worker "died"
+    token, _, _ = polite.try_acquire(HOST)  # taken and never released: its worker "died"
     assert token is not None
-    refused, wait = polite.try_acquire(HOST)
+    refused, wait, _ = polite.try_acquire(HOST)
     assert refused is None and 0 < wait <= 0.5
     granted = None
     for _ in range(100):
-        granted, wait = polite.try_acquire(HOST)
+        granted, wait, _ = polite.try_acquire(HOST)
         if granted:
             break
         time.sleep(0.05)
@@ -89,11 +92,11 @@ def test_a_dead_holders_slot_frees_itself_after_its_lease(redis_client: redis.Re
 
 def test_slot_gives_up_after_host_wait_max_with_host_busy(redis_client: redis.Redis) -> None:
     polite = limiter(redis_client, host_concurrency=1, host_wait_max=0.3)
-    token, _ = polite.try_acquire(HOST)
+    token, _, _ = polite.try_acquire(HOST)
     assert token is not None
     with pytest.raises(HostBusy) as info, polite.slot(f"https://{HOST}/x", kind="feed"):
         pass
-    assert info.value.host == HOST and info.value.wait >= 1.0
+    assert info.value.host == HOST and info.value.wait > 0
     polite.release(HOST, token)
     with polite.slot(f"https://{HOST}/x", kind="feed"):
         pass
@@ -103,26 +106,32 @@ def test_pause_blocks_the_host_only_and_never_shortens(redis_client: redis.Redis
     polite = limiter(redis_client)
     assert polite.pause(HOST, 100) == pytest.approx(100)
     assert polite.pause(HOST, 1) > 90  # a shorter Retry-After does not cut a longer pause
-    token, wait = polite.try_acquire(HOST)
+    token, wait, _ = polite.try_acquire(HOST)
     assert token is None and 90 < wait <= 100
-    other, _ = polite.try_acquire("other.example")
+    other, _, _ = polite.try_acquire("other.example")
     assert other is not None
 
 
 def count_grants(polite: Politeness, seconds: float, threads: int = 4) -> tuple[int, float]:
-    """Hammer one host from several threads for about ``seconds``; returns (grants, elapsed wall time)."""
+    """Hammer one host from several threads for about ``seconds``, each coming back at the turn it was given;
+    returns (grants, elapsed wall time)."""
     grants = 0
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
     def hammer() -> None:
         nonlocal grants
+        turn = 0.0
         while time.monotonic() < stop_at:
-            token, _ = polite.try_acquire(HOST)
+            token, wait, reserved = polite.try_acquire(HOST, turn)
             if token is not None:
                 polite.release(HOST, token)
+                turn = 0.0
                 with lock:
                     grants += 1
+            else:
+                turn = reserved or turn
+                time.sleep(max(0.0, min(wait, stop_at - time.monotonic())))
 
     started = time.monotonic()
     workers = [threading.Thread(target=hammer) for _ in range(threads)]
@@ -190,7 +199,7 @@ def test_per_host_limit_holds_across_two_worker_processes(private: tuple[str, re
 
     http_server.routes[site.feed_path] = feed_route
     env = {"INGEST_HOST_CONCURRENCY": "2", "INGEST_HOST_RATE": "0", "INGEST_CLEAN_HOLD_SECONDS": "0"}
-    workers = [spawn(["worker", "-Q", "poll,fetch,publish", "-c", "2", "-n", f"polite{i}@%h", "-l", "INFO",
+    workers = [spawn(["worker", "-Q", "poll,fetch,extract,publish", "-c", "2", "-n", f"polite{i}@%h", "-l", "INFO",
                       "--without-gossip", "--without-mingle"], url, tmp_path / f"w{i}.log", **env)
                for i in range(2)]
     try:
@@ -223,8 +232,11 @@ def test_retry_after_with_host_scope_defers_the_hosts_other_feeds(redis_client: 
     first = poll_and_wait(redis_client, [limited])
     assert first.get("polled:error") == 1, first
     before = time.time()
-    second = poll_and_wait(redis_client, [other])
-    assert second.get("polled:deferred") == 1 and "polled:error" not in second, second
+    run_id = start_run(redis_client, [other])
+    wait_for(lambda: runs.totals(redis_client, run_id).get("polled:deferred", 0) >= 1, 60, "the deferral")
+    second = runs.totals(redis_client, run_id)
+    assert "polled:error" not in second, second
+    assert runs.pending(redis_client, run_id) == 1  # the run waits for the feed's turn: it is not skipped
     assert http_server.hits.get("/other.xml") is None  # not even asked: the whole host waits
     state = Schedule(redis_client).describe(other.id)
     assert state.get("errors", "0") == "0" and "etag" not in state  # no error, validators untouched
@@ -246,7 +258,7 @@ def page_task(server: LocalServer, path: str, scope: str | None, run_id: str | N
     url = server.url(path)
     feed = Feed(url=server.url("/feed.xml"), retry_after_scope=scope)  # type: ignore[arg-type]
     return {"article_id": article_id(canonicalize(url)), "url": url, "canonical_url": canonicalize(url),
-            "title": "", "summary": "", "published": None, "feed": feed_summary(feed), "other_titles": [],
+            "title": "", "summary": "", "published": None, "feed": feed_info(feed).encode(), "other_titles": [],
             "run": run_id}
 
 
@@ -258,7 +270,7 @@ def test_page_429_with_retry_after_pauses_the_host_only_with_host_scope(
     with pytest.raises(RetryLater) as info:
         fetch_and_extract(ctx, page_task(http_server, "/busy.html", scope), final_attempt=False)
     assert info.value.counted and info.value.countdown == 60
-    token, wait = ctx.polite.try_acquire(host_of(http_server.url("/")))
+    token, wait, _ = ctx.polite.try_acquire(host_of(http_server.url("/")))
     assert (token is None and 50 < wait <= 60) if scope == "host" else token is not None
 
 
@@ -269,7 +281,7 @@ def test_a_busy_host_does_not_use_up_a_pages_retries(redis_client: redis.Redis, 
     run_id = f"busy{time.monotonic_ns()}"
     task = page_task(http_server, site.article_path(site.articles[0].slug), None, run_id)
     runs.start(redis_client, run_id, [])
-    runs.open_articles(redis_client, run_id, [task])
+    runs.open_articles(redis_client, run_id, [PageJob.model_validate(task)])
     # Longer than the worker's host_wait_max: the page must be put off, not wait.
     Politeness(redis_client).pause(host_of(task["url"]), 4)
     # Sent as its last attempt: a retry that counted would exceed max_retries and the page would be lost.

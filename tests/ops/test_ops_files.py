@@ -71,13 +71,14 @@ def test_compose_services_are_pinned_and_healthchecked() -> None:
             assert cond.get("condition") == "service_healthy", f"{name} -> {dep}"
 
 
-def test_compose_worker_can_scale() -> None:
-    worker = _compose()["services"]["worker"]
-    assert "container_name" not in worker
-    assert "ports" not in worker  # a fixed host port would make the second replica fail to start
-    assert worker["command"][:2] == ["ingest", "worker"]
-    assert "poll,fetch,publish" in worker["command"]
-    assert worker["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+def test_compose_runs_both_stages_and_each_can_scale() -> None:
+    services = _compose()["services"]
+    for name, stage in (("downloader", "download"), ("worker", "extract")):
+        worker = services[name]
+        assert "container_name" not in worker
+        assert "ports" not in worker  # a fixed host port would make the second replica fail to start
+        assert worker["command"] == ["ingest", "worker", "--stage", stage]
+        assert worker["environment"]["REDIS_URL"] == "redis://redis:6379/0"
 
 
 def test_prometheus_scrapes_every_worker_replica() -> None:
@@ -85,7 +86,7 @@ def test_prometheus_scrapes_every_worker_replica() -> None:
     assert "/etc/prometheus/alerts.yml" in config["rule_files"]
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "ingest-worker")
     sd = job["dns_sd_configs"][0]
-    assert "worker" in sd["names"] and sd["port"] == 9808 and sd["type"] == "A"
+    assert {"worker", "downloader"} <= set(sd["names"]) and sd["port"] == 9808 and sd["type"] == "A"
 
 
 def _compose_command() -> list[str] | None:
@@ -174,7 +175,7 @@ def _deployments() -> dict[str, dict[str, Any]]:
 
 def test_k8s_manifests_load() -> None:
     docs = _k8s_docs()
-    assert {"worker-deployment.yaml", "fetch-worker-deployment.yaml", "beat-deployment.yaml",
+    assert {"download-deployment.yaml", "extract-deployment.yaml", "beat-deployment.yaml",
             "keda-scaledobject.yaml", "pdb.yaml", "configmap.yaml", "secret.example.yaml"} <= set(docs)
     for name, items in docs.items():
         for doc in items:
@@ -185,10 +186,11 @@ def test_k8s_manifests_load() -> None:
 
 def test_k8s_deployments_are_production_shaped() -> None:
     deployments = _deployments()
-    assert set(deployments) == {"ingest-worker", "ingest-fetch-worker", "ingest-beat"}
+    assert set(deployments) == {"ingest-download-worker", "ingest-extract-worker", "ingest-beat"}
+    grace = {"ingest-extract-worker": 120, "ingest-download-worker": 30, "ingest-beat": 0}
     for name, dep in deployments.items():
         spec = dep["spec"]["template"]["spec"]
-        assert spec["terminationGracePeriodSeconds"] >= (120 if name != "ingest-beat" else 0)
+        assert spec["terminationGracePeriodSeconds"] >= grace[name]
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
         assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
         container = spec["containers"][0]
@@ -200,19 +202,28 @@ def test_k8s_deployments_are_production_shaped() -> None:
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
             assert any(p["containerPort"] == 9808 for p in container["ports"])
-    queues = {name: d["spec"]["template"]["spec"]["containers"][0]["args"] for name, d in deployments.items()}
-    assert "fetch" in queues["ingest-fetch-worker"] and "poll,publish" in queues["ingest-worker"]
+    args = {name: d["spec"]["template"]["spec"]["containers"][0]["args"] for name, d in deployments.items()}
+    assert args["ingest-download-worker"] == ["ingest", "worker", "--stage", "download"]
+    assert args["ingest-extract-worker"] == ["ingest", "worker", "--stage", "extract"]
+    # a container sees the node's cores: the extract stage's processes must follow its CPU request
+    extract = deployments["ingest-extract-worker"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in extract["env"]}
+    assert env["INGEST_CONCURRENCY"] == str(extract["resources"]["requests"]["cpu"])
 
 
-def test_keda_scales_the_fetch_worker_on_the_fetch_list() -> None:
+def test_keda_scales_each_stage_on_its_own_queues() -> None:
+    from worker.app import stages
+
     docs = _k8s_docs()["keda-scaledobject.yaml"]
-    scaled = next(d for d in docs if d["kind"] == "ScaledObject")
-    target = scaled["spec"]["scaleTargetRef"]["name"]
-    assert target == "ingest-fetch-worker" and target in _deployments()
-    trigger = scaled["spec"]["triggers"][0]
-    assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == "fetch"
     auth = next(d for d in docs if d["kind"] == "TriggerAuthentication")
-    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
+    assert set(scaled) == {"ingest-download-worker", "ingest-extract-worker"} and set(scaled) <= set(_deployments())
+    for stage in stages().values():
+        triggers = scaled[f"ingest-{stage.name}-worker"]["spec"]["triggers"]
+        assert {t["metadata"]["listName"] for t in triggers} == set(stage.queues)
+        for trigger in triggers:
+            assert trigger["type"] == "redis"
+            assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     params = {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]}
     assert {"address", "password"} <= params
 

@@ -15,12 +15,14 @@ import pytest
 import redis
 
 from tests.cli.test_cli import ingest
-from worker import pipeline
+from worker.context import Context
 from worker.core.settings import Settings
 from worker.demo.server import LocalServer, Response
 from worker.feeds.feedlist import Feed, save_feeds
+from worker.poll import step as poll_step
 from worker.poll.parse import parse_feed
 from worker.poll.schedule import Schedule
+from worker.poll.step import PollResult, commit_poll, poll
 
 SETTINGS = Settings(allow_private_networks=True, min_interval=60, max_interval=86400, default_interval=900,
                     interval_jitter=0.0, backoff_base=60, backoff_max=3600, total_timeout=5)
@@ -53,19 +55,19 @@ class Recorder:
         handler._send(self.resp)  # type: ignore[attr-defined]
 
 
-def poll_once(ctx: pipeline.Context, feed: Feed) -> pipeline.PollResult:
-    result = pipeline.poll(ctx, feed)
-    pipeline.commit_poll(ctx, result)
+def poll_once(ctx: Context, feed: Feed) -> PollResult:
+    result = poll(ctx, feed)
+    commit_poll(ctx, result)
     return result
 
 
 @pytest.fixture
-def ctx(redis_client: redis.Redis) -> pipeline.Context:
-    return pipeline.Context(redis_client, SETTINGS)
+def ctx(redis_client: redis.Redis) -> Context:
+    return Context(redis_client, SETTINGS)
 
 
 def test_validators_are_sent_back_verbatim_and_replaced_only_on_200(
-        ctx: pipeline.Context, http_server: LocalServer) -> None:
+        ctx: Context, http_server: LocalServer) -> None:
     etag, lastmod = 'W/"v1:a b"', "Tue, 03 Nov 2026 10:00:00 GMT"
     rec = Recorder(http_server, "/f.xml", Response(rss(3), "application/rss+xml",
                                                    headers={"ETag": etag, "Last-Modified": lastmod}))
@@ -83,7 +85,7 @@ def test_validators_are_sent_back_verbatim_and_replaced_only_on_200(
 
 
 def test_unchanged_body_without_validators_is_not_parsed(
-        ctx: pipeline.Context, http_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        ctx: Context, http_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
     http_server.routes["/plain.xml"] = Response(rss(3), "application/rss+xml")
     feed = Feed(url=http_server.url("/plain.xml"))
     ctx.schedule.sync([feed])
@@ -93,14 +95,14 @@ def test_unchanged_body_without_validators_is_not_parsed(
         parses.append(kw["url"] or "")
         return parse_feed(body, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "parse_feed", counting)
+    monkeypatch.setattr(poll_step, "parse_feed", counting)
     assert poll_once(ctx, feed).outcome == "new_entries"
     assert poll_once(ctx, feed).outcome == "unchanged"
     assert poll_once(ctx, feed).outcome == "unchanged"
     assert len(parses) == 1
     http_server.routes["/plain.xml"] = Response(rss(4), "application/rss+xml")
     result = poll_once(ctx, feed)
-    assert result.outcome == "new_entries" and len(result.tasks) == 1 and len(parses) == 2
+    assert result.outcome == "new_entries" and len(result.jobs) == 1 and len(parses) == 2
 
 
 @pytest.mark.parametrize(("headers", "at_least"), [
@@ -109,7 +111,7 @@ def test_unchanged_body_without_validators_is_not_parsed(
     ({"Expires": "+10800"}, 10_700),  # written as an HTTP date when served
     ({"Cache-Control": "no-cache, max-age=7200"}, None),
 ])
-def test_cache_headers_stretch_the_interval(ctx: pipeline.Context, http_server: LocalServer,
+def test_cache_headers_stretch_the_interval(ctx: Context, http_server: LocalServer,
                                            headers: dict[str, str], at_least: float | None) -> None:
     if headers.get("Expires", "").startswith("+"):
         headers = headers | {"Expires": formatdate(time.time() + float(headers["Expires"]), usegmt=True)}
@@ -125,7 +127,7 @@ def test_cache_headers_stretch_the_interval(ctx: pipeline.Context, http_server: 
         assert at_least <= delay <= at_least + 300
 
 
-def test_ttl_and_skip_hours_from_the_feed(ctx: pipeline.Context, http_server: LocalServer) -> None:
+def test_ttl_and_skip_hours_from_the_feed(ctx: Context, http_server: LocalServer) -> None:
     every_hour_but_one = "".join(f"<hour>{h}</hour>" for h in range(24) if h != (time.gmtime().tm_hour + 3) % 24)
     http_server.routes["/s.xml"] = Response(
         rss(2, channel_extra=f"<ttl>45</ttl><skipHours>{every_hour_but_one}</skipHours>"), "application/rss+xml",
@@ -139,7 +141,7 @@ def test_ttl_and_skip_hours_from_the_feed(ctx: pipeline.Context, http_server: Lo
     assert time.gmtime(float(ctx.schedule.describe(feed.id)["next_due"])).tm_hour == time.gmtime(next_due).tm_hour
 
 
-def test_interval_adapts_to_the_feeds_real_rate(ctx: pipeline.Context, http_server: LocalServer) -> None:
+def test_interval_adapts_to_the_feeds_real_rate(ctx: Context, http_server: LocalServer) -> None:
     http_server.routes["/busy.xml"] = Response(rss(20, step_minutes=5), "application/rss+xml")
     http_server.routes["/slow.xml"] = Response(rss(5, step_minutes=180, site="slow"), "application/rss+xml")
     busy, slow = Feed(url=http_server.url("/busy.xml")), Feed(url=http_server.url("/slow.xml"))
@@ -150,7 +152,7 @@ def test_interval_adapts_to_the_feeds_real_rate(ctx: pipeline.Context, http_serv
     assert float(ctx.schedule.describe(slow.id)["interval"]) == pytest.approx(3 * 3600, abs=1)
 
 
-def test_503_retry_after_as_a_date_stretches_the_backoff(ctx: pipeline.Context, http_server: LocalServer) -> None:
+def test_503_retry_after_as_a_date_stretches_the_backoff(ctx: Context, http_server: LocalServer) -> None:
     http_server.routes["/down.xml"] = Response(b"maintenance", "text/plain", 503,
                                                headers={"Retry-After": formatdate(time.time() + 7200, usegmt=True)})
     feed = Feed(url=http_server.url("/down.xml"))
@@ -161,7 +163,7 @@ def test_503_retry_after_as_a_date_stretches_the_backoff(ctx: pipeline.Context, 
     assert state["last_error"] == "http_5xx" and 7000 <= float(state["next_due"]) - before <= 7300
 
 
-def test_429_retry_after_backoff_recovery_and_visibility(ctx: pipeline.Context, http_server: LocalServer,
+def test_429_retry_after_backoff_recovery_and_visibility(ctx: Context, http_server: LocalServer,
                                                         redis_client: redis.Redis, redis_url: str,
                                                         tmp_path: Path) -> None:
     rec = Recorder(http_server, "/limited.xml",

@@ -27,16 +27,17 @@ import redis
 from tests.pipeline_helpers import poll_and_wait, published
 from worker import metrics
 from worker.cli.websub_callback import start as start_callback
+from worker.context import Context
 from worker.core.redisconn import free_port
 from worker.core.settings import get_settings
 from worker.demo.server import LocalServer, Response
 from worker.demo.site import DemoSite, build_site
 from worker.feeds.feedlist import Feed
 from worker.net.fetch import fetch
-from worker.pipeline import Context, poll
 from worker.poll import websub
 from worker.poll.parse import parse_feed
 from worker.poll.schedule import Schedule
+from worker.poll.step import poll
 
 SECRET = "s3cret"
 BODY = b"<feed>hello</feed>"

@@ -49,30 +49,42 @@ def _redis() -> Any:
     return get_redis()
 
 
-def _celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.app", *args]
-
-
 # --- running ---------------------------------------------------------------------------------------------------
 
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="comma-separated queues to consume")] = "poll,fetch,publish",
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="worker processes")] = None,
+    stage: Annotated[str, typer.Option(help="download (polls, pages: threads), extract (CPU: processes), or all "
+                                            "(both, as child processes)")] = "all",
+    queues: Annotated[str | None, typer.Option(help="comma-separated queues (default: the stage's)")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="threads or processes "
+                                                    "(default: the stage's, from the settings)")] = None,
     loglevel: str = "INFO",
     beat: Annotated[bool, typer.Option(help="also run beat in this worker (one machine)")] = False,
-    pool: Annotated[str, typer.Option(help="prefork (CPU-bound fetch/extract) or threads (many slow polls)")]
-    = "prefork",
+    pool: Annotated[str | None, typer.Option(help="prefork or threads (default: the stage's)")] = None,
 ) -> None:
-    """Run a Celery worker (the same as `celery -A worker.app worker`)."""
+    """Run a stage's Celery worker (`celery -A worker.app worker` with the stage's queues and pool)."""
+    from worker.app import stages
+    from worker.cli import supervise
     from worker.core.redisconn import redis_url
 
     redis_url()  # start the embedded Redis here, before Celery forks, if REDIS_URL is unset
-    n = concurrency or get_settings().concurrency
-    args = ["worker", "-Q", queues, "-c", str(n), "-l", loglevel, "-P", pool]
-    if beat:
-        args.append("-B")
+    if stage == "all" and queues is None and pool is None:
+        procs = supervise.start_stages(loglevel=loglevel, beat=beat, new_session=True,
+                                       concurrency={"extract": concurrency} if concurrency else None)
+        raise typer.Exit(supervise.supervise(procs))
+    if stage == "all":  # queues or a pool of one's own: one worker, built like the extract stage's
+        stage = "extract"
+    defined = stages()
+    if stage not in defined:
+        typer.echo(f"error: unknown stage {stage!r}: use download, extract or all", err=True)
+        raise typer.Exit(2)
+    chosen = defined[stage]
+    args = chosen.celery_args(loglevel=loglevel, concurrency=concurrency, beat=beat)
+    if queues is not None:
+        args[args.index("-Q") + 1] = queues
+    if pool is not None:
+        args[args.index("-P") + 1] = pool
     _exec_celery(args)
 
 
@@ -85,16 +97,15 @@ def beat(loglevel: str = "INFO") -> None:
 def _exec_celery(args: list[str]) -> None:
     """Become Celery (exec), so SIGTERM from a container runtime reaches it and its warm shutdown runs. Only
     with the embedded Redis must this process stay, as the server's owner; it then forwards SIGTERM/SIGINT."""
+    from worker.cli import supervise
     from worker.core.redisconn import embedded_running
 
     if not embedded_running():
         sys.stdout.flush()
-        os.execv(sys.executable, _celery(*args))
+        os.execv(sys.executable, supervise.celery(*args))
     # Celery in its own session gets a terminal's Ctrl-C once, from here (twice would mean a cold shutdown)
-    proc = subprocess.Popen(_celery(*args), start_new_session=True)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
-    raise typer.Exit(proc.wait())
+    proc = subprocess.Popen(supervise.celery(*args), start_new_session=True)
+    raise typer.Exit(supervise.supervise([proc]))
 
 
 @app.command()
@@ -102,10 +113,11 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="poll every feed once, process everything, exit")] = False,
     feeds: FeedsOpt = None,
     demo: Annotated[bool, typer.Option("--demo", help="serve the bundled sample site and ingest it")] = False,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="extract processes")] = None,
     timeout: Annotated[float, typer.Option(help="--once: give up after this many seconds")] = 600.0,
 ) -> None:
-    """Worker and beat together for one machine; with REDIS_URL unset an embedded Redis is started."""
+    """Both stages' workers and beat on one machine; with REDIS_URL unset an embedded Redis is started."""
+    from worker.cli import supervise
     from worker.core.redisconn import redis_url
 
     redis_url()
@@ -117,20 +129,22 @@ def run(
         summary = run_once(path, concurrency=concurrency, timeout=timeout)
         typer.echo(json.dumps(summary, indent=2))
         raise typer.Exit(0 if summary["finished"] else 1)
-    worker(queues="poll,fetch,publish", concurrency=concurrency, loglevel="INFO", beat=True, pool="prefork")
+    procs = supervise.start_stages(beat=True, new_session=True,
+                                   concurrency={"extract": concurrency} if concurrency else None)
+    raise typer.Exit(supervise.supervise(procs))
 
 
 def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600.0,
              extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Poll every feed of ``path`` once through real workers and wait until every fanned-out task is done."""
+    """Poll every feed of ``path`` once through real workers (both stages) and wait until every fanned-out
+    page is done."""
+    from worker.cli import supervise
     from worker.core import runs
     from worker.feeds.feedlist import load_feeds
-    from worker.pipeline import Context
     from worker.tasks import poll_feed
 
     r = _redis()
     feed_list = load_feeds(path)
-    ctx = Context(r)
     pipe = r.pipeline(transaction=False)
     for feed in feed_list:  # make the feeds known to workers without touching the live schedule
         pipe.hset(f"{get_settings().key_prefix}:feeds:config", feed.id, feed.model_dump_json())
@@ -138,30 +152,27 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
     run_id = uuid.uuid4().hex[:12]
     runs.start(r, run_id, [f.id for f in feed_list])
     env = os.environ | {"INGEST_METRICS_PORT": "0"} | (extra_env or {})
-    n = concurrency or ctx.settings.concurrency
-    proc = subprocess.Popen(
-        _celery("worker", "-Q", "poll,fetch,publish", "-c", str(n), "-l", "WARNING",
-                "-n", f"once-{run_id}@%h", "--without-gossip", "--without-mingle"),
-        env=env, stdout=sys.stderr)  # stdout carries only the summary, for scripts
+    # stdout carries only the summary, for scripts; each stage in its own session: Ctrl-C is ours to pass on
+    procs = supervise.start_stages(node=f"once-{run_id}@%h", loglevel="WARNING", env=env, stdout=sys.stderr,
+                                   new_session=True,
+                                   concurrency={"extract": concurrency} if concurrency else None)
     started = time.monotonic()
     try:
         for feed in feed_list:
             poll_feed.apply_async((feed.id, run_id), queue="poll")
         while runs.pending(r, run_id) > 0 and time.monotonic() - started < timeout:
-            if proc.poll() is not None:
+            if any(proc.poll() is not None for proc in procs):
                 break
             time.sleep(0.2)
     finally:
-        proc.send_signal(signal.SIGTERM)  # warm shutdown: in-flight tasks finish or return to the queue
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        supervise.stop(procs)
     totals = runs.totals(r, run_id)
-    left = totals.pop("pending", 0)
+    left = runs.pending(r, run_id)
+    totals.pop("pending", None)
     totals.pop("started", None)
     return {"run": run_id, "feeds": len(feed_list), "finished": left <= 0,
-            "seconds": round(time.monotonic() - started, 2), "counts": totals}
+            "seconds": round(time.monotonic() - started, 2), "counts": totals,
+            "feed_outcomes": runs.feed_outcomes(r, run_id)}
 
 
 def _run_demo(concurrency: int | None, timeout: float) -> None:
@@ -198,8 +209,9 @@ def _run_demo(concurrency: int | None, timeout: float) -> None:
 @app.command()
 def extract(url_or_file: Annotated[str, typer.Argument(help="http(s) URL or local HTML file")]) -> None:
     """One page through fetch + extract + clean; prints the JSON that would be published."""
+    from worker.context import Context
     from worker.net.fetch import FetchError, decode_html, fetch
-    from worker.pipeline import Context, process_html
+    from worker.publish.step import process_html
 
     ctx = Context(_redis())
     if url_or_file.startswith(("http://", "https://")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from worker.core.messages import PageJob
 from worker.core.redisconn import get_redis
 from worker.poll.schedule import due_key
 from worker.publish.deadletter import DeadLetter
@@ -19,11 +20,10 @@ def replay(letter: DeadLetter) -> bool:
         get_redis().zadd(due_key(), {payload["feed_id"]: time.time()}, xx=True)
         return True
     if "article_id" in payload and "url" in payload:
-        payload.pop("run", None)
-        payload.pop("batch", None)
-        # a publish-stage letter carries the fetched payload; re-fetching is the simple, safe path
-        for k in ("final_url", "site", "fetched_at", "extracted"):
-            payload.pop(k, None)
-        fetch_article.apply_async((payload,), queue="fetch")
+        # every page letter carries its PageJob (older ones the same keys at the top level, with the extract
+        # stage's beside them, which PageJob ignores): downloading it again is the simple, safe path
+        job = PageJob.model_validate(payload).model_copy(
+            update={"run": None, "batch": None, "host_busy": 0, "reserved_at": 0.0})
+        fetch_article.apply_async((job.encode(),), queue="fetch")
         return True
     return False

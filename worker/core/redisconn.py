@@ -4,6 +4,7 @@ embedded server used when ``REDIS_URL`` is unset."""
 from __future__ import annotations
 
 import atexit
+import importlib.resources
 import os
 import shutil
 import socket
@@ -25,6 +26,12 @@ def redis_url(settings: Settings | None = None) -> str:
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value()
     return start_embedded()
+
+
+def lua(package: str, name: str) -> str:
+    """A Lua script kept in a file beside the stage that runs it (``<package>/lua/<name>.lua``), whose header
+    states its KEYS/ARGV contract. Callers register it once (``r.register_script``) and pass constants as ARGV."""
+    return importlib.resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

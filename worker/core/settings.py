@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     # --- politeness (per host, shared by every worker through Redis) -----------------------------------------
     host_concurrency: int = Field(default=2, ge=1)  # requests in flight to one host, fleet-wide
     host_rate: float = Field(default=1.0, ge=0)  # requests per second to one host, fleet-wide; 0: no rate limit
-    host_wait_max: float = Field(default=2.0, ge=0)  # longest wait for a host's slot before putting the work off
+    # longest a download thread sleeps for its host's turn; beyond it the work is put off with its turn reserved
+    host_wait_max: float = Field(default=0.0, ge=0)
     retry_after_scope: Literal["feed", "host"] = "feed"  # what a 429/503 Retry-After pauses (Feed may override)
     robots_obey: bool = True  # check robots.txt before fetching an article page (Feed.robots may turn it off)
     robots_cache_seconds: float = Field(default=86400.0, gt=0)
@@ -102,7 +103,9 @@ class Settings(BaseSettings):
     websub_lease_seconds: int = Field(default=10 * 86400, gt=0)  # lease asked of hubs (they may grant less)
 
     # --- worker -----------------------------------------------------------------------------------------
-    concurrency: int = 2
+    concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)  # CPU-stage processes
+    download_concurrency: int = Field(default=200, ge=1)  # download-stage threads: requests in flight per worker
+    page_ttl: float = Field(default=3600.0, gt=0)  # seconds a downloaded page waits in Redis for extraction
     task_time_limit: float = 120.0
     visibility_timeout: float = 600.0
     metrics_port: int = 9808  # 0 disables the metrics endpoint

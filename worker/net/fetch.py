@@ -35,6 +35,7 @@ from worker.core.settings import Settings, get_settings
 __all__ = [
     "FetchError",
     "FetchResult",
+    "decode_body",
     "decode_html",
     "fetch",
     "is_public_address",
@@ -270,7 +271,9 @@ def make_client(settings: Settings | None = None, *, allowed_networks: Sequence[
     settings = settings or get_settings()
     policy = _Policy(settings.allow_private_networks,
                      tuple(ipaddress.ip_network(net, strict=False) for net in allowed_networks))
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
+    # one connection per download thread, kept alive: a host answers its next page on the same connection
+    pool = max(100, settings.download_concurrency + 20)
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=30.0)
     client = httpx.Client(
         transport=_GuardedTransport(policy, limits),
         timeout=_timeout(settings, None),
@@ -731,14 +734,17 @@ def _codec(label: str | None) -> str | None:
 
 
 def decode_html(result: FetchResult) -> str:
-    """The page as text: BOM first (it wins over the header, as in browsers), then the header charset, then
-    ``<meta charset>``, then detection, then UTF-8; undecodable bytes become U+FFFD."""
-    body = result.body
+    return decode_body(result.body, result.charset)
+
+
+def decode_body(body: bytes, charset: str | None) -> str:
+    """A page's bytes as text: BOM first (it wins over the header, as in browsers), then the header's
+    ``charset``, then ``<meta charset>``, then detection, then UTF-8; undecodable bytes become U+FFFD."""
     for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                       (codecs.BOM_UTF16_BE, "utf-16")):
         if body.startswith(bom):
             return body.decode(name, "replace")
-    encoding = _codec(result.charset)
+    encoding = _codec(charset)
     if encoding is None:
         match = _META_CHARSET.search(body[:4096])
         encoding = _codec(match.group(1).decode("ascii", "replace")) if match else None

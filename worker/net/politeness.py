@@ -20,66 +20,29 @@ import structlog
 
 from worker import metrics
 from worker.core.keys import key, site_part
+from worker.core.redisconn import lua
 from worker.core.settings import Settings, get_settings
 
 log = structlog.get_logger("worker.net.politeness")
 
 LEASE_MARGIN = 30.0  # seconds a slot outlives the longest download, so only a dead holder's slot expires
-BUSY_POLL = 0.1  # seconds between tries while a host's slots are all taken (no release notification)
-MIN_BUSY_WAIT = 1.0  # work put off for a busy host comes back no sooner than this
 MAX_CRAWL_DELAY = 60.0  # a Crawl-delay above this would make a site unfetchable; it is capped
+DEFAULT_LATENCY = 0.3  # seconds a host is assumed to take per request before one of its answers is timed;
+# optimistic on purpose: a turn given too early costs one more try, one given too late leaves a slot idle
+MAX_RESERVE = 300.0  # furthest turn handed out; work put off longer would sit in worker memory past safety
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-# KEYS: slots (zset token -> lease end), next allowed time, pause end, crawl delay
-# ARGV: token, concurrency limit, seconds between requests (0: none), lease seconds, longest busy poll
-# Returns {1, "0"} when granted, else {0, seconds to wait} (as strings: Lua numbers become integers).
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
-if paused > now then return {0, tostring(paused - now)} end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local limit = tonumber(ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, tostring(math.min(tonumber(ARGV[5]), tonumber(first[2]) - now))}
-end
-local interval = tonumber(ARGV[3])
-local delay = tonumber(redis.call('GET', KEYS[4]) or '0')
-if delay > interval then interval = delay end
-if interval > 0 then
-  local nxt = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if nxt > now then return {0, tostring(nxt - now)} end
-  redis.call('SET', KEYS[2], tostring(now + interval), 'PX', math.ceil(interval * 1000) + 1000)
-end
-local lease = tonumber(ARGV[4])
-redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000) + 1000)
-return {1, '0'}
-"""
-
-# KEYS: pause end. ARGV: seconds. A pause only ever extends; returns the seconds left.
-_PAUSE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local seconds = tonumber(ARGV[1])
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now + seconds > cur then
-  redis.call('SET', KEYS[1], tostring(now + seconds), 'PX', math.ceil(seconds * 1000) + 1000)
-  return tostring(seconds)
-end
-return tostring(cur - now)
-"""
-
 
 class HostBusy(Exception):
-    """The host stayed at its limit (or paused) for longer than ``host_wait_max``: try again in ``wait`` s."""
+    """The host is at its limit (or paused) for longer than ``host_wait_max``: come back in ``wait`` seconds,
+    presenting ``reserved_at`` (the turn the host's queue holds for the caller; 0 when none was given)."""
 
-    def __init__(self, host: str, wait: float) -> None:
+    def __init__(self, host: str, wait: float, reserved_at: float = 0.0) -> None:
         super().__init__(f"{host} is busy, retry in {wait:.1f} s")
         self.host = host
         self.wait = wait
+        self.reserved_at = reserved_at
 
 
 def host_of(url: str) -> str:
@@ -99,7 +62,7 @@ def host_of(url: str) -> str:
 def _keys(host: str) -> list[str]:
     part = site_part(host)
     return [key("host", part, "slots"), key("host", part, "next"), key("host", part, "pause"),
-            key("host", part, "crawl-delay")]
+            key("host", part, "crawl-delay"), key("host", part, "tail"), key("host", part, "latency")]
 
 
 class Politeness:
@@ -110,20 +73,26 @@ class Politeness:
         self.settings = settings or get_settings()
         # a slot outlives the longest download it can cover, so only a dead holder's slot ever expires
         self.lease = lease if lease is not None else self.settings.total_timeout + LEASE_MARGIN
-        self._acquire = r.register_script(_ACQUIRE)
-        self._pause = r.register_script(_PAUSE)
+        self._acquire = r.register_script(lua("worker.net", "acquire"))
+        self._release = r.register_script(lua("worker.net", "release"))
+        self._pause = r.register_script(lua("worker.net", "pause"))
 
-    def try_acquire(self, host: str) -> tuple[str | None, float]:
-        """One atomic attempt: ``(token, 0)`` when granted, ``(None, seconds to wait)`` otherwise."""
+    def try_acquire(self, host: str, reserved_at: float = 0.0) -> tuple[str | None, float, float]:
+        """One atomic attempt: ``(token, 0, 0)`` when granted, else ``(None, seconds to wait, reservation)``:
+        come back after the wait with that reservation to be served ahead of newcomers."""
         s = self.settings
         token = uuid.uuid4().hex
         interval = 1.0 / s.host_rate if s.host_rate > 0 else 0.0
-        granted, wait = self._acquire(keys=_keys(host),
-                                      args=[token, s.host_concurrency, interval, self.lease, BUSY_POLL])
-        return (token, 0.0) if int(granted) == 1 else (None, max(float(wait), 0.001))
+        granted, wait, turn = self._acquire(
+            keys=_keys(host),
+            args=[token, s.host_concurrency, interval, self.lease, reserved_at, DEFAULT_LATENCY, MAX_RESERVE])
+        if int(granted) == 1:
+            return token, 0.0, 0.0
+        return None, max(float(wait), 0.001), float(turn)
 
     def release(self, host: str, token: str) -> None:
-        self.r.zrem(_keys(host)[0], token)
+        keys = _keys(host)
+        self._release(keys=[keys[0], keys[5]], args=[token, self.lease])
 
     def pause(self, host: str, seconds: float) -> float:
         """Refuse every request to ``host`` for ``seconds`` (never shortens a longer pause); returns the pause
@@ -139,10 +108,11 @@ class Politeness:
             self.r.delete(k)
 
     @contextmanager
-    def slot(self, url: str, *, kind: str) -> Iterator[None]:
-        """Hold one of the host's slots around a request. Waits (sleeping what Redis says) at most
-        ``host_wait_max`` seconds, then raises HostBusy so the caller puts the work off instead of holding a
-        worker: one busy host must not stall the feeds and pages of the others."""
+    def slot(self, url: str, *, kind: str, reserved_at: float = 0.0) -> Iterator[None]:
+        """Hold one of the host's slots around a request. Sleeps for its turn only when that comes within
+        ``host_wait_max`` seconds; otherwise raises HostBusy at once with the turn reserved for it, so the
+        caller puts the work off without holding a worker or a download thread: one busy host must not stall
+        the feeds and pages of the others."""
         host = host_of(url)
         if not host:
             yield
@@ -150,13 +120,13 @@ class Politeness:
         started = time.monotonic()
         deadline = started + self.settings.host_wait_max
         while True:
-            token, wait = self.try_acquire(host)
+            token, wait, turn = self.try_acquire(host, reserved_at)
             if token is not None:
                 break
-            now = time.monotonic()
-            if now + wait > deadline:
+            reserved_at = turn or reserved_at
+            if time.monotonic() + wait > deadline:
                 metrics.HOST_BUSY.labels(kind=kind).inc()
-                raise HostBusy(host, max(wait, MIN_BUSY_WAIT))
+                raise HostBusy(host, wait, reserved_at)
             time.sleep(wait)
         metrics.HOST_WAIT_SECONDS.labels(kind=kind).observe(time.monotonic() - started)
         try:

@@ -14,17 +14,22 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 import structlog
 
-from worker import metrics, pipeline
+from worker import metrics
 from worker.core.keys import key
+from worker.core.messages import PageJob
 from worker.core.settings import Settings
 from worker.feeds.feedlist import Feed
 from worker.net.fetch import FetchError, post_form
 from worker.poll.parse import parse_feed
+from worker.poll.step import new_entries
+
+if TYPE_CHECKING:
+    from worker.context import Context
 
 log = structlog.get_logger("worker.poll.websub")
 
@@ -146,7 +151,7 @@ def needs_request(sub: Subscription | None, hub: str, topic: str, now: float) ->
 # --- asking the hub ---------------------------------------------------------------------------------------
 
 
-def maybe_subscribe(ctx: pipeline.Context, feed: Feed, hub: str | None, self_url: str | None,
+def maybe_subscribe(ctx: Context, feed: Feed, hub: str | None, self_url: str | None,
                     now: float | None = None, *, not_modified: bool = False) -> bool:
     """After a successful poll: subscribe (or renew) when the feed advertises a hub and push is configured.
     The topic is the feed's rel=self URL when it names one, as the spec requires. A 304 carries no feed, so
@@ -166,7 +171,7 @@ def maybe_subscribe(ctx: pipeline.Context, feed: Feed, hub: str | None, self_url
     return request(ctx, feed.id, hub, topic, "subscribe", now=now)
 
 
-def request(ctx: pipeline.Context, feed_id: str, hub: str, topic: str,
+def request(ctx: Context, feed_id: str, hub: str, topic: str,
             mode: Literal["subscribe", "unsubscribe"], now: float | None = None) -> bool:
     """Send one (un)subscription request. The pending request is written first: a hub may verify it
     before its answer to this POST has even arrived."""
@@ -244,9 +249,9 @@ def _refuse(feed_id: str, mode: str, why: str) -> tuple[int, str]:
 # --- deliveries -------------------------------------------------------------------------------------------
 
 
-def entries_from_delivery(ctx: pipeline.Context, feed: Feed, body: bytes,
-                          content_type: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """A pushed feed document to fetch-task payloads and the ids to mark seen afterwards, exactly as a
-    poll's; raises FeedError for a body that is no feed."""
+def entries_from_delivery(ctx: Context, feed: Feed, body: bytes,
+                          content_type: str | None) -> tuple[list[PageJob], list[str]]:
+    """A pushed feed document to page jobs and the ids to mark seen afterwards, exactly as a poll's; raises
+    FeedError for a body that is no feed."""
     parsed = parse_feed(body, url=feed.url, content_type=content_type)
-    return pipeline.new_entries(ctx, feed, parsed)
+    return new_entries(ctx, feed, parsed)

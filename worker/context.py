@@ -1,0 +1,101 @@
+"""What every stage's steps need, built once per worker process: the Redis client, settings, the HTTP client
+and the Redis-backed structures (schedule, seen-set, site memory, story index, publisher, limiter, robots).
+
+The stages' steps take a ``Context`` and typed messages; they never import Celery, so tests, ``ingest extract``
+and the evaluation call them directly. It sits above the stages because it holds a part of each.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import httpx
+import redis
+
+from worker import metrics
+from worker.clean.memory import SiteMemory
+from worker.core import runs
+from worker.core.settings import Settings, get_settings
+from worker.dedup.buckets import BucketSet
+from worker.dedup.stories import StoryIndex
+from worker.download.robots import Robots
+from worker.net.fetch import FetchResult, Kind, fetch, make_client
+from worker.net.politeness import Politeness
+from worker.poll.schedule import Schedule
+from worker.publish.deadletter import DeadLetters
+from worker.publish.writer import Publisher
+
+
+@dataclass
+class Context:
+    """Everything a step needs, built once per worker process (cached properties: built on first use)."""
+
+    r: redis.Redis
+    settings: Settings = field(default_factory=get_settings)
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        return make_client(self.settings)
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        return Schedule(self.r, self.settings)
+
+    @cached_property
+    def seen(self) -> BucketSet:
+        return BucketSet(self.r, "seen", self.settings.seen_ttl_days * 86400)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.r, self.settings)
+
+    @cached_property
+    def sites(self) -> SiteMemory:
+        return SiteMemory(self.r, self.settings)
+
+    @cached_property
+    def stories(self) -> StoryIndex:
+        return StoryIndex(self.r, self.settings)
+
+    @cached_property
+    def dead(self) -> DeadLetters:
+        return DeadLetters(self.r, self.settings)
+
+    @cached_property
+    def polite(self) -> Politeness:
+        return Politeness(self.r, self.settings)
+
+    @cached_property
+    def robots(self) -> Robots:
+        return Robots(self.r, self.settings, self.http, self.polite)
+
+    def warm(self) -> Context:
+        """Build every part now: a thread pool must not race to build them on first use."""
+        for name in ("http", "schedule", "seen", "publisher", "sites", "stories", "dead", "polite", "robots"):
+            getattr(self, name)
+        return self
+
+    def polite_fetch(self, url: str, kind: Kind, *, etag: str | None = None, last_modified: str | None = None,
+                     reserved_at: float = 0.0) -> FetchResult:
+        """``fetch`` inside one of the host's politeness slots; the fetch histogram times the download only, not
+        the wait. Raises HostBusy or FetchError."""
+        with self.polite.slot(url, kind=kind, reserved_at=reserved_at):
+            started = time.monotonic()
+            in_flight = metrics.DOWNLOADS_IN_FLIGHT.labels(kind)
+            in_flight.inc()
+            try:
+                return fetch(url, kind=kind, settings=self.settings, etag=etag, last_modified=last_modified,
+                             client=self.http)
+            finally:
+                in_flight.dec()
+                metrics.FETCH_SECONDS.observe(time.monotonic() - started)
+
+    def dead_letter(self, *, stage: str, reason: str, url: str, error: str, payload: dict[str, Any],
+                    run_id: str | None) -> None:
+        """A feed or page that failed for good: a record on the dead-letter stream, counted."""
+        self.dead.record(stage=stage, reason=reason, url=url, error=error, payload=payload)
+        metrics.DEAD_LETTERS.labels(reason=reason).inc()
+        runs.count(self.r, f"dead_letters:{reason}", run_id=run_id)
