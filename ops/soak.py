@@ -3,10 +3,11 @@ with SIGKILL mid-run and restarted; then every expected article must be publishe
 
     python ops/soak.py [--feeds 200 --pages 3000 --fault-share 0.1 --seed 1 --timeout 1800]
 
-Starts a throwaway Redis and a local HTTP server (the demo site generator, ``build_many``), two
-``celery -A worker.app worker -c 1`` processes, polls every feed once, kills one worker's whole process
-group once about a third of the articles are out, restarts it once its unacknowledged messages are past the
-visibility timeout (a restarting worker restores them), and waits until nothing is queued or unacknowledged.
+Starts a throwaway Redis and a local HTTP server (the demo site generator, ``build_many``), two "machines"
+each running both stages (a download worker of 16 threads, an extract worker of one process; beat on the
+second), polls every feed once, kills the first machine's workers (both process groups) once about a third of
+the articles are out, restarts them once their unacknowledged messages are past the visibility timeout (a
+restarting worker restores them), and waits until nothing is queued or unacknowledged.
 
 Prints the articles expected (pages behind no fault), published, duplicated (the same id or URL twice on the
 stream), lost (expected but neither published, marked as a duplicate story, nor dead-lettered) and
@@ -41,7 +42,7 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from kombu import Queue  # noqa: E402
 
-QUEUES = ("poll", "fetch", "publish")  # as worker.app (not imported: it would bind to a Redis at import)
+QUEUES = ("poll", "fetch", "extract", "publish")  # as worker.app (not imported: it would bind to a Redis at import)
 FAULTS = ("5xx", "slow", "truncated", "binary")
 HOST = os.uname().nodename
 
@@ -109,12 +110,23 @@ class Workers:
                              task_queues=[Queue(q) for q in QUEUES], task_default_queue="fetch")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *, beat: bool = False) -> None:
+        """One machine: both stages' workers (a download worker on threads, an extract worker of one
+        process), as ``ingest worker`` starts them; beat rides with the download worker when asked."""
+        from worker.app import stages
+
+        for stage, concurrency in (("download", 16), ("extract", 1)):
+            args = stages()[stage].celery_args(node=f"{name}-{stage}@%h", loglevel="WARNING",
+                                               concurrency=concurrency, beat=beat and stage == "download")
+            if beat and stage == "download":
+                args += ["-s", str(self.logdir / "beat-schedule")]
+            self._start(f"{name}-{stage}", args)
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
         metrics_dir = tempfile.mkdtemp(prefix=f"prom-{name}-", dir=self.logdir)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", ",".join(QUEUES), "-c", "1",
-             "-n", f"{name}@%h", "-l", "WARNING", "--without-gossip", "--without-mingle"],
+            [sys.executable, "-m", "celery", "-A", "worker.app", *args, "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=os.environ | self.env | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -128,9 +140,11 @@ class Workers:
         raise SystemExit(f"worker {name} did not answer a ping; see {log.name}")
 
     def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        """kill -9 of a machine: both its stages' process groups at once."""
+        for worker, proc in self.procs.items():
+            if worker.startswith(f"{name}-") and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -209,6 +223,7 @@ def main() -> int:
         "INGEST_TOTAL_TIMEOUT": str(total_timeout),
         "INGEST_READ_TIMEOUT": str(total_timeout),
         "INGEST_CLEAN_HOLD_SECONDS": "5",
+        "INGEST_PAGE_TTL": "120",  # the sweep re-sends hand-offs not done after half of it
         **LOCAL_UNLIMITED_ENV,  # 200 feeds on one local host: politeness would only stretch the soak
     }
     workers = Workers(server.url, logdir, env)
@@ -252,7 +267,7 @@ def main() -> int:
 
         # --- workers, polls
         workers.start("soak-a")
-        workers.start("soak-b")
+        workers.start("soak-b", beat=True)  # beat's sweep re-sends a hand-off a kill made kombu lose
         Schedule(r).sync(feeds)
         run_id = uuid.uuid4().hex[:12]
         runs.start(r, run_id, [f.id for f in feeds])

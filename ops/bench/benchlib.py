@@ -95,15 +95,20 @@ class WorkerProc:
     log: Path
 
 
-def start_worker(name: str, *, concurrency: int = 1, env: Mapping[str, str] | None = None, beat: bool = False,
-                 queues: str = "poll,fetch,publish", loglevel: str = "WARNING") -> WorkerProc:
-    """``celery -A worker.app worker`` as a child process; returns once it answers a ping."""
-    from worker.app import app
+def start_worker(name: str, *, concurrency: int | None = None, env: Mapping[str, str] | None = None,
+                 beat: bool = False, stage: str = "extract", queues: str | None = None,
+                 loglevel: str = "WARNING") -> WorkerProc:
+    """A stage's worker (``worker.app.stages``: its queues, pool and default size) as a child process; returns
+    once it answers a ping. ``queues`` overrides the stage's (one prefork worker for every queue: the
+    benchmarks of a single process)."""
+    from worker.app import app, stages
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"worker-{name}.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
-           "-l", loglevel, "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+    args = stages()[stage].celery_args(node=f"{name}@%h", loglevel=loglevel, concurrency=concurrency)
+    if queues is not None:
+        args[args.index("-Q") + 1] = queues
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", *args, "--without-gossip", "--without-mingle"]
     if beat:
         cmd += ["-B", "-s", str(LOG_DIR / f"beat-{name}.schedule")]
     with log_path.open("wb") as log:
@@ -139,13 +144,14 @@ class ServerProcess:
     so the child is started in two steps: bind, then receive the tables."""
 
     def __init__(self, hosts: Sequence[str],
-                 routes_for: Callable[[str, Callable[[str, str], str]], dict[str, Route]]) -> None:
+                 routes_for: Callable[[str, Callable[[str, str], str]], dict[str, Route]],
+                 latency: float = 0.0) -> None:
         # Ports are picked here (bind to 0 then close) so the tables can carry absolute URLs before the fork.
         self.ports = {host: free_port(host) for host in hosts}
         self.sites = {host: routes_for(host, self.url) for host in hosts}
         ctx = mp.get_context("fork")
         self._parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve_on, args=(self.sites, self.ports, child), daemon=True)
+        self.proc = ctx.Process(target=_serve_on, args=(self.sites, self.ports, child, latency), daemon=True)
         self.proc.start()
         got = self._parent.recv()
         if got != self.ports:
@@ -162,23 +168,30 @@ class ServerProcess:
             self.proc.kill()
 
 
-def fast_handler() -> type[Any]:
+def fast_handler(latency: float = 0.0) -> type[Any]:
     """The demo server's handler with Nagle off: it writes headers and body in two sends, and with Nagle on
-    the body waits for the client's delayed ACK (tens of ms per response on loopback)."""
+    the body waits for the client's delayed ACK (tens of ms per response on loopback). ``latency`` seconds
+    pass before every answer, as with a remote site (each connection has its own server thread)."""
     from worker.demo import server as srvmod
 
     class Handler(srvmod._Handler):
         disable_nagle_algorithm = True
 
+        def do_GET(self) -> None:
+            if latency > 0:
+                time.sleep(latency)
+            super().do_GET()
+
     return Handler
 
 
-def _serve_on(sites: dict[str, dict[str, Route]], ports: dict[str, int], conn: Connection) -> None:
+def _serve_on(sites: dict[str, dict[str, Route]], ports: dict[str, int], conn: Connection,
+              latency: float = 0.0) -> None:
     from worker.demo import server as srvmod
 
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     bound = {}
-    handler = fast_handler()
+    handler = fast_handler(latency)
     for host, routes in sites.items():
         httpd = srvmod._Server((host, ports[host]), handler)
         httpd.routes = dict(routes)
@@ -242,6 +255,15 @@ def big9_pages(limit: int | None = None) -> list[Page] | None:
     return pages[:limit] if limit else pages
 
 
+def aeb_pages() -> list[Page] | None:
+    """The 181 real pages of ``../shared/eval/aeb`` (126 sites), decompressed in memory, or None."""
+    base = SHARED_EVAL / "aeb" / "html"
+    if not base.is_dir():
+        return None
+    return [Page("aeb", path.name.removesuffix(".html.gz"), gzip.decompress(path.read_bytes()))
+            for path in sorted(base.glob("*.html.gz"))]
+
+
 def published_dates(n: int, start: datetime | None = None) -> list[datetime]:
     start = start or datetime.now(UTC) - timedelta(hours=1)
     return [start - timedelta(minutes=7 * i) for i in range(n)]
@@ -278,6 +300,20 @@ def last_entry_ms(r: redis.Redis, streams: Sequence[str]) -> int | None:
             ms = int(got[0][0].split(b"-")[0])
             newest = ms if newest is None else max(newest, ms)
     return newest
+
+
+def entry_span_ms(r: redis.Redis, streams: Sequence[str]) -> tuple[int | None, int | None]:
+    """Server times (ms) of the oldest and newest entries of ``streams``: the first and last article."""
+    first = last = None
+    for stream in streams:
+        head, tail = r.xrange(stream, count=1), r.xrevrange(stream, count=1)
+        if head:
+            ms = int(head[0][0].split(b"-")[0])
+            first = ms if first is None else min(first, ms)
+        if tail:
+            ms = int(tail[0][0].split(b"-")[0])
+            last = ms if last is None else max(last, ms)
+    return first, last
 
 
 def redis_time_ms(r: redis.Redis) -> float:

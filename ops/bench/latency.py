@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entries", type=int, default=50, help="new entries measured")
     ap.add_argument("--interval", type=float, default=1.0, help="feed interval and dispatch period, seconds")
-    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=2, help="extract processes")
     ap.add_argument("--prewarm", type=int, default=12, help="articles ingested before measuring")
     ap.add_argument("--gap", type=float, default=1.0, help="mean random pause between entries, seconds")
     ap.add_argument("--timeout", type=float, default=60.0, help="longest wait for one article")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     server = LocalServer(HOST)
     server.httpd.RequestHandlerClass = benchlib.fast_handler()
     server.start()
-    worker = None
+    workers: list[benchlib.WorkerProc] = []
     rng = random.Random(7)
     latencies: list[float] = []
     waits: list[float] = []  # entry in the feed -> its page requested (dispatch, poll, fan-out)
@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         save_feeds(feeds_path, [Feed(url=site.feed_url, name="latency demo", interval=args.interval)])
 
         started = time.monotonic()
-        worker = benchlib.start_worker("bench-latency", concurrency=args.concurrency, beat=True)
+        workers.append(benchlib.start_worker("bench-latency-dl", stage="download", beat=True))
+        worker = benchlib.start_worker("bench-latency", stage="extract", concurrency=args.concurrency)
+        workers.append(worker)
         deadline = time.monotonic() + 120
         while r.xlen(STREAM) < len(site.articles):
             if time.monotonic() > deadline:
@@ -128,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1} entries: median {statistics.median(latencies):.0f} ms so far")
     finally:
-        if worker is not None:
-            benchlib.stop_worker(worker)
+        for w in workers:
+            benchlib.stop_worker(w)
         server.stop()
         redis_server.stop()
     n = len(latencies)

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--entries", type=int, default=10, help="items per feed (all already seen)")
     ap.add_argument("--due", type=int, default=1000, help="feeds due in the busy tick")
     ap.add_argument("--ticks", type=int, default=30, help="ticks measured per case (median)")
-    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="download threads (default: the download stage's, INGEST_DOWNLOAD_CONCURRENCY)")
     ap.add_argument("--latency-ms", type=float, default=0.0,
                     help="delay every feed response by this much (a remote server's round trip)")
     ap.add_argument("--timeout", type=float, default=1800.0)
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.feeds / s.dispatch_batch * s.dispatch_every:.0f} s of ticks")
 
         # --- cycles with a worker ---
-        worker = benchlib.start_worker("bench-sched", concurrency=args.concurrency)
+        worker = benchlib.start_worker("bench-sched", stage="download", concurrency=args.concurrency)
         roles = {"worker": worker.proc.pid, "http server": server.proc.pid or 0, "redis": redis_server.proc.pid,
                  "bench": os.getpid()}
         results = []

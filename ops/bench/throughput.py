@@ -34,9 +34,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +110,34 @@ def bare_rates(htmls: list[str], rounds: int) -> dict[str, tuple[float, float]]:
 # --- serving ------------------------------------------------------------------------------------------------
 
 
-def serve(pages: list[Page]) -> tuple[ServerProcess, dict[str, list[Page]]]:
+def bench_pages(hosts: int, per_host: int, limit: int | None) -> tuple[dict[str, list[Page]], str]:
+    """``hosts`` groups of ``per_host`` real pages: big9's site+period groups first (pages of one template),
+    then aeb's pages (one or two per site) in groups; generated pages when ../shared is absent."""
+    big9, aeb = benchlib.big9_pages(), benchlib.aeb_pages()
+    if big9 is None:
+        pages, source = demo_pages(hosts * per_host), "demo"
+    else:
+        pages, source = big9 + (aeb or []), "big9+aeb" if aeb else "big9"
     groups: dict[str, list[Page]] = collections.defaultdict(list)
     for page in pages:
-        groups[page.group.split("/")[-1]].append(page)
-    hosts = {f"127.0.0.{i + 2}": name for i, name in enumerate(sorted(groups))}
-    by_host = {host: groups[name] for host, name in hosts.items()}
+        name = page.group.replace("/", "-")
+        if name == "aeb" or len(groups[name]) >= per_host:  # aeb pages and overflow fill groups of their own
+            name = f"{name}-{sum(1 for g in groups if g.startswith(name))}"
+            while len(groups.get(name, [])) >= per_host:
+                name += "x"
+        groups[name].append(page)
+    chosen = [g for g in sorted(groups, key=lambda g: (-len(groups[g]), g))][:hosts]
+    by_group = {g: groups[g] for g in chosen}
+    if limit:
+        by_group = {g: ps[: max(1, limit // len(by_group))] for g, ps in by_group.items()}
+    return by_group, source
+
+
+def serve(by_group: dict[str, list[Page]], latency: float) -> tuple[ServerProcess, dict[str, list[Page]]]:
+    """One loopback address (127.0.0.x) per group: a host of its own for the politeness limits, answering
+    every request (feed, robots.txt, pages) after ``latency`` seconds."""
+    hosts = {f"127.0.0.{i + 2}": name for i, name in enumerate(by_group)}
+    by_host = {host: by_group[name] for host, name in hosts.items()}
 
     def routes_for(host: str, url: Callable[[str, str], str]) -> dict[str, Route]:
         site_pages = by_host[host]
@@ -127,7 +151,7 @@ def serve(pages: list[Page]) -> tuple[ServerProcess, dict[str, list[Page]]]:
         routes["/feed.xml"] = benchlib.rss_response(benchlib.rss(hosts[host], url(host, "/"), items))
         return routes
 
-    return ServerProcess(list(hosts), routes_for), by_host
+    return ServerProcess(list(hosts), routes_for, latency), by_host
 
 
 # --- (b), (c) the pipeline ----------------------------------------------------------------------------------
@@ -154,49 +178,113 @@ def py_spy(pid: int, out: Path) -> Iterator[None]:
             print(f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')[-500:]}")
 
 
-def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], concurrency: int, hold: float,
-                 timeout: float, redis_pid: int, spy: Path | None = None) -> tuple[float, dict[str, int], float, float]:
-    """One cold run on an empty database; returns (pages/s, run totals, seconds, CPU ms per page of the
-    worker, Redis and the HTTP server together)."""
+@dataclass
+class RunFigures:
+    pages_per_s: float  # first to last article
+    seconds: float  # first poll sent to last article
+    totals: dict[str, int]
+    cpu_ms: float  # per page: both workers, Redis and the HTTP server
+    rss_mb: float  # peak resident memory of the worker set (both stages, their pool children)
+    handoff_bytes: float  # mean Redis bytes of one page waiting between the stages (hash + message)
+    in_flight_peak: int  # most pages waiting between the stages at one sample
+
+
+def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], processes: int, hold: float,
+                 timeout: float, redis_pid: int, env: dict[str, str], spy: Path | None = None) -> RunFigures:
+    """One cold run on an empty database with both stages as production runs them: a download worker (thread
+    pool, the default size) and an extract worker of ``processes`` processes."""
     from worker.feeds.feedlist import Feed
     from worker.poll.schedule import Schedule
     from worker.tasks import poll_feed
 
     r = benchlib.client()
     r.flushdb()
-    worker = benchlib.start_worker(f"bench-tp{concurrency}", concurrency=concurrency,
-                                   env={"INGEST_CLEAN_HOLD_SECONDS": str(hold)})
+    env = env | {"INGEST_CLEAN_HOLD_SECONDS": str(hold)}
+    downloads = benchlib.start_worker(f"bench-dl{processes}", stage="download", env=env)
+    extracts = benchlib.start_worker(f"bench-ex{processes}", stage="extract", concurrency=processes, env=env)
+    workers = [downloads, extracts]
     try:
         feeds = [Feed(url=server.url(host, "/feed.xml"), name=host) for host in by_host]
         Schedule(r).sync(feeds)
         n_pages = sum(len(p) for p in by_host.values())
         run_id = benchlib.new_run(r, [f.id for f in feeds])
         r.config_resetstat()
-        roles = {"worker": worker.proc.pid, "http server": server.proc.pid or 0, "redis": redis_pid,
-                 "bench": os.getpid()}
-        with py_spy(worker.proc.pid, spy) if spy else _nothing():
+        roles = {"download worker": downloads.proc.pid, "extract worker": extracts.proc.pid,
+                 "http server": server.proc.pid or 0, "redis": redis_pid, "bench": os.getpid()}
+        sampler = Sampler(r, [w.proc.pid for w in workers])
+        with py_spy(extracts.proc.pid, spy) if spy else _nothing():
             cpu0 = benchlib.cpu_seconds(roles)
             t0 = benchlib.redis_time_ms(r)
             for feed in feeds:
                 poll_feed.apply_async((feed.id, run_id), queue="poll")
-            totals = benchlib.wait_run(r, run_id, timeout)
-            t1 = benchlib.last_entry_ms(r, STREAMS) or benchlib.redis_time_ms(r)
+            with sampler:
+                totals = benchlib.wait_run(r, run_id, timeout)
+            first, last = benchlib.entry_span_ms(r, STREAMS)
             cpu1 = benchlib.cpu_seconds(roles)
         stats = r.info("commandstats")
     finally:
-        benchlib.stop_worker(worker)
-    seconds = (t1 - t0) / 1000
+        for worker in workers:
+            benchlib.stop_worker(worker)
     calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
     usec = sum(int(v["usec"]) for v in stats.values())
     top = sorted(calls.items(), key=lambda kv: -kv[1])[:12]
-    print(f"  redis (-c {concurrency}): {sum(calls.values()) / n_pages:.1f} commands per page "
-          f"(incl. the consumer's polling), server CPU {usec / 1000 / n_pages:.2f} ms per page; "
+    print(f"  redis (-c {processes}): {sum(calls.values()) / n_pages:.1f} commands per page "
+          f"(incl. the consumers' polling), server CPU {usec / 1000 / n_pages:.2f} ms per page; "
           + " ".join(f"{k}={v / n_pages:.1f}" for k, v in top))
     cpu = {k: (cpu1[k] - cpu0[k]) * 1000 / n_pages for k in cpu1 if k in cpu0}
-    print(f"  CPU ms per page (-c {concurrency}): total={sum(cpu.values()):.1f} "
+    seconds = ((last or t0) - t0) / 1000
+    print(f"  CPU ms per page (-c {processes}): total={sum(cpu.values()):.1f} "
           + " ".join(f"{k.replace(' ', '_')}={v:.1f}" for k, v in cpu.items())
           + f"; wall ms per page {seconds * 1000 / n_pages:.1f} on {os.cpu_count()} cores")
-    return n_pages / seconds, totals, seconds, sum(v for k, v in cpu.items() if k != "bench")
+    published = sum(v for k, v in totals.items() if k.startswith(("published:", "duplicates:")))
+    steady = (published - 1) / ((last - first) / 1000) if first and last and last > first else float("nan")
+    return RunFigures(steady, seconds, totals, sum(v for k, v in cpu.items() if k != "bench"), sampler.rss_mb,
+                      sampler.handoff_bytes, sampler.in_flight_peak)
+
+
+class Sampler:
+    """Every half second while a run goes: resident memory of the worker set, and the pages waiting between the
+    stages (their hashes in Redis, sized with MEMORY USAGE, and the extract queue's messages)."""
+
+    def __init__(self, r: Any, pids: list[int]) -> None:
+        self.r, self.pids = r, pids
+        self.rss_mb = 0.0
+        self.sizes: list[int] = []
+        self.in_flight_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def handoff_bytes(self) -> float:
+        return sum(self.sizes) / len(self.sizes) if self.sizes else float("nan")
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.5):
+            rss = 0
+            for pid in self.pids:
+                try:
+                    proc = psutil.Process(pid)
+                    rss += sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                except psutil.NoSuchProcess:
+                    continue
+            self.rss_mb = max(self.rss_mb, rss / 2**20)
+            keys = list(self.r.scan_iter(match="ingest:page:*", count=1000))
+            self.in_flight_peak = max(self.in_flight_peak, len(keys))
+            message = self.r.lindex("extract", -1)
+            for k in keys[:20]:
+                used = self.r.memory_usage(k)
+                if used:
+                    self.sizes.append(int(used) + len(message or b""))
 
 
 @contextmanager
@@ -297,14 +385,21 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
     import structlog
     from pyinstrument import Profiler
 
-    from worker import pipeline
+    from worker import context as context_module
+    from worker.context import Context
     from worker.core.settings import get_settings
+    from worker.download import handoff
+    from worker.download.step import download
+    from worker.extract import step as extract_step
     from worker.feeds.feedlist import Feed
+    from worker.poll import step as poll_step
+    from worker.poll.step import commit_poll, poll
+    from worker.publish.step import publish
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     r = benchlib.client()
     r.flushdb()
-    ctx = pipeline.Context(r, get_settings())
+    ctx = Context(r, get_settings())
     spent: dict[str, float] = collections.defaultdict(float)
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -316,9 +411,11 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
                 spent[name] += time.perf_counter() - started
         return wrapper
 
-    saved = {name: getattr(pipeline, name) for name in ("fetch", "decode_html", "extract_page", "parse_feed")}
-    for name, fn in saved.items():
-        setattr(pipeline, name, timed(name, fn))
+    patched = [(context_module, "fetch"), (extract_step, "decode_body"), (extract_step, "extract_page"),
+               (poll_step, "parse_feed")]
+    saved = [(module, name, getattr(module, name)) for module, name in patched]
+    for module, name, fn in saved:
+        setattr(module, name, timed(name, fn))
     for obj, attr, name in ((ctx.sites, "observe", "sites.observe"), (ctx.sites, "clean", "sites.clean"),
                             (ctx.stories, "check_and_remember", "stories.check"),
                             (ctx.publisher, "publish", "publisher.publish")):
@@ -332,23 +429,27 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
         for host in by_host:
             feed = Feed(url=server.url(host, "/feed.xml"), name=host)
             t = time.perf_counter()
-            result = pipeline.poll(ctx, feed)
-            pipeline.commit_poll(ctx, result)
+            result = poll(ctx, feed)
+            commit_poll(ctx, result)
             spent["poll (all)"] += time.perf_counter() - t
-            for task in result.tasks:
+            for job in result.jobs:
                 t = time.perf_counter()
-                prepared = pipeline.fetch_and_extract(ctx, task)
-                spent["fetch_and_extract (all)"] += time.perf_counter() - t
+                page = download(ctx, job, owner="bench")
+                spent["download (all)"] += time.perf_counter() - t
+                stored = handoff.load(ctx.r, job.article_id) if page is not None else None
+                t = time.perf_counter()
+                prepared = extract_step.extract(ctx, page, stored) if page and stored else None
+                spent["extract (all)"] += time.perf_counter() - t
                 if prepared is not None:
                     t = time.perf_counter()
-                    pipeline.publish(ctx, prepared)
+                    publish(ctx, prepared)
                     spent["publish (all)"] += time.perf_counter() - t
                 n += 1
         if profiler is not None:
             profiler.stop()
     finally:
-        for name, fn in saved.items():
-            setattr(pipeline, name, fn)
+        for module, name, fn in saved:
+            setattr(module, name, fn)
     elapsed = time.perf_counter() - started
     print(f"in-process pipeline (no Celery, no hold, pyinstrument {'on' if profiler else 'off'}): {n} pages in "
           f"{elapsed:.1f} s = {n / elapsed:.1f} pages/s; ms per page by step:")
@@ -362,61 +463,73 @@ def profile_in_process(server: ServerProcess, by_host: dict[str, list[Page]], re
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pages", type=int, default=None, help="use only the first N pages (default: all)")
+    ap.add_argument("--latency-ms", default="0",
+                    help="server delay before every answer, ms; several comma-separated values run one after "
+                         "the other (default 0)")
+    ap.add_argument("--hosts", type=int, default=36, help="hosts serving the pages (default 36)")
+    ap.add_argument("--per-host", type=int, default=10, help="pages per host (default 10)")
+    ap.add_argument("--pages", type=int, default=None, help="use at most N pages in all")
+    ap.add_argument("--processes", default="2",
+                    help="extract processes; comma-separated for several runs (default 2: the cores)")
+    ap.add_argument("--host-rate", type=float, default=0.0,
+                    help="INGEST_HOST_RATE of the run (default 0: off, the issue's set-up; 1 is production's)")
     ap.add_argument("--hold", type=float, default=0.0,
                     help="INGEST_CLEAN_HOLD_SECONDS of the workers (0: steady state; 20: production cold start)")
     ap.add_argument("--rounds", type=int, default=1, help="passes of the bare loop (best is kept)")
-    ap.add_argument("--no-two", action="store_true", help="skip the two-process run")
-    ap.add_argument("--py-spy", action="store_true", help="sample the one-process worker with py-spy")
+    ap.add_argument("--py-spy", action="store_true", help="sample the extract worker with py-spy")
     ap.add_argument("--profile", action="store_true", help="in-process per-step breakdown + pyinstrument")
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
 
     print(benchlib.machine())
-    pages = benchlib.big9_pages(args.pages)
-    source = "big9"
-    if pages is None:
-        pages, source = demo_pages(args.pages or 200), "demo"
+    by_group, source = bench_pages(args.hosts, args.per_host, args.pages)
+    pages = [p for group in by_group.values() for p in group]
     htmls = [decoded(p) for p in pages]
-    print(f"pages: {len(pages)} from {source}, {sum(len(h) for h in htmls) / len(htmls) / 1024:.0f} KiB of HTML "
-          f"on average")
+    print(f"pages: {len(pages)} from {source} on {len(by_group)} hosts, "
+          f"{sum(len(h) for h in htmls) / len(htmls) / 1024:.0f} KiB of HTML on average")
 
     rates = bare_rates(htmls, args.rounds)
     print(f"(a) extraction loop in one process (best of {args.rounds}), pages/s wall [CPU ms/page]: "
           + "  ".join(f"{k}={v:.1f} [{c:.1f}]" for k, (v, c) in rates.items()))
+    bare, bare_cpu = rates["bare"]
 
-    redis_server = benchlib.start_redis()
-    server, by_host = serve(pages)
+    # production defaults (host concurrency 2, robots.txt obeyed, 200 download threads, one extract process per
+    # core) apart from the host rate; the local server is allowed through the SSRF guard
+    env = {"INGEST_HOST_CONCURRENCY": "2", "INGEST_HOST_RATE": f"{args.host_rate:g}", "INGEST_ROBOTS_OBEY": "true"}
+    redis_server = benchlib.start_redis(env)
+    results = []
     try:
-        if args.profile:
-            profile_in_process(server, by_host, None)
-            profile_in_process(server, by_host, benchlib.LOG_DIR / "throughput-pyinstrument.txt")
-        spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
-        if spy is not None:
-            spy.unlink(missing_ok=True)
-        p1, totals1, s1, c1 = run_pipeline(server, by_host, 1, args.hold, args.timeout, redis_server.proc.pid, spy)
-        print(f"(b) pipeline, 1 worker process: {len(pages)} pages in {s1:.1f} s = {p1:.1f} pages/s; "
-              f"run totals {benchlib.jdump(totals1)}")
-        if spy is not None:
-            summarise_spy(spy)
-        p2 = s2 = c2 = float("nan")
-        if not args.no_two:
-            p2, totals2, s2, c2 = run_pipeline(server, by_host, 2, args.hold, args.timeout, redis_server.proc.pid)
-            print(f"(c) pipeline, 2 worker processes: {len(pages)} pages in {s2:.1f} s = {p2:.1f} pages/s; "
-                  f"run totals {benchlib.jdump(totals2)}")
+        for latency_ms in [float(x) for x in args.latency_ms.split(",")]:
+            server, by_host = serve(by_group, latency_ms / 1000)
+            try:
+                if args.profile:
+                    profile_in_process(server, by_host, None)
+                    profile_in_process(server, by_host, benchlib.LOG_DIR / "throughput-pyinstrument.txt")
+                for processes in [int(x) for x in args.processes.split(",")]:
+                    spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
+                    if spy is not None:
+                        spy.unlink(missing_ok=True)
+                    fig = run_pipeline(server, by_host, processes, args.hold, args.timeout, redis_server.proc.pid,
+                                       env, spy)
+                    print(f"(b) latency {latency_ms:g} ms, {processes} extract processes: {len(pages)} pages, "
+                          f"{fig.pages_per_s:.1f} pages/s first to last article = {fig.pages_per_s / bare:.2f}x "
+                          f"the bare loop; {fig.seconds:.1f} s from the first poll; CPU {fig.cpu_ms:.1f} ms a page; "
+                          f"worker set RSS peak {fig.rss_mb:.0f} MiB; Redis per page in flight "
+                          f"{fig.handoff_bytes / 1024:.1f} KiB (peak {fig.in_flight_peak} pages); "
+                          f"run totals {benchlib.jdump(fig.totals)}")
+                    if spy is not None:
+                        summarise_spy(spy)
+                    results.append((latency_ms, processes, fig))
+            finally:
+                server.stop()
     finally:
-        server.stop()
         redis_server.stop()
     os.environ.pop("REDIS_URL", None)
-    bare, bare_cpu = rates["bare"]
-    print(f"CPU per page: bare {bare_cpu:.1f} ms, extract_page {rates['extract_page'][1]:.1f} ms, pipeline "
-          f"(worker + Redis + HTTP server) {c1:.1f} ms with -c 1, {c2:.1f} ms with -c 2: CPU-bound ceiling "
-          f"{1000 / c1:.1f} pages/s per core; cpu_ratio = bare / pipeline CPU = {bare_cpu / c1:.2f}")
     print(benchlib.machine())
-    print(f"throughput pages={len(pages)} hold={args.hold:g} bare={bare:.1f} "
-          f"extract_page={rates['extract_page'][0]:.1f} "
-          f"pipeline_1={p1:.1f} ratio={p1 / bare:.2f} pipeline_2={p2:.1f} scaling={p2 / p1:.2f} "
-          f"cpu_ms_bare={bare_cpu:.1f} cpu_ms_pipeline={c1:.1f} cpu_ratio={bare_cpu / c1:.2f}")
+    print(f"throughput pages={len(pages)} hosts={len(by_group)} bare={bare:.1f} cpu_ms_bare={bare_cpu:.1f} "
+          + " ".join(f"l{lat:g}ms_c{proc}={fig.pages_per_s:.1f} ratio_l{lat:g}ms_c{proc}={fig.pages_per_s / bare:.2f} "
+                     f"rss_mb_l{lat:g}ms_c{proc}={fig.rss_mb:.0f}"
+                     for lat, proc, fig in results))
     return 0
 
 
