@@ -22,7 +22,7 @@ from worker.core.settings import Settings, get_settings
 from worker.dedup.buckets import BucketSet
 from worker.dedup.stories import StoryIndex
 from worker.download.robots import Robots
-from worker.net.fetch import FetchResult, Kind, fetch, make_client
+from worker.net.fetch import Clients, FetchResult, Kind, fetch
 from worker.net.politeness import Politeness
 from worker.poll.schedule import Schedule
 from worker.publish.deadletter import DeadLetters
@@ -37,8 +37,12 @@ class Context:
     settings: Settings = field(default_factory=get_settings)
 
     @cached_property
-    def http(self) -> httpx.Client:
-        return make_client(self.settings)
+    def clients(self) -> Clients:
+        return Clients(self.settings)
+
+    def http(self, url: str) -> httpx.Client:
+        """The guarded client for ``url``'s host."""
+        return self.clients.for_url(url)
 
     @cached_property
     def schedule(self) -> Schedule:
@@ -70,11 +74,11 @@ class Context:
 
     @cached_property
     def robots(self) -> Robots:
-        return Robots(self.r, self.settings, self.http, self.polite)
+        return Robots(self.r, self.settings, self.clients, self.polite)
 
     def warm(self) -> Context:
         """Build every part now: a thread pool must not race to build them on first use."""
-        for name in ("http", "schedule", "seen", "publisher", "sites", "stories", "dead", "polite", "robots"):
+        for name in ("clients", "schedule", "seen", "publisher", "sites", "stories", "dead", "polite", "robots"):
             getattr(self, name)
         return self
 
@@ -88,7 +92,7 @@ class Context:
             in_flight.inc()
             try:
                 return fetch(url, kind=kind, settings=self.settings, etag=etag, last_modified=last_modified,
-                             client=self.http)
+                             client=self.http(url))
             finally:
                 in_flight.dec()
                 metrics.FETCH_SECONDS.observe(time.monotonic() - started)

@@ -248,9 +248,14 @@ def fetch_article(self: Task, payload: dict[str, Any]) -> None:
     if job.host_busy:
         runs.put_off(c.r, "fetch", -1)
     owner = self.request.id or "?"
-    # The claim spans both stages: the extract task holds and releases it with the same owner.
+    # The claim spans both stages: the extract task holds and releases it with the same owner. One round trip
+    # takes it and asks whether this task had handed the page over already (a redelivery).
     lease = int(c.settings.page_ttl + c.settings.task_time_limit)
-    taken = claim(c.r, job.article_id, lease, owner, published=c.publisher.published)
+    trip = OneTrip(c.r)
+    claim(trip, job.article_id, lease, owner, published=c.publisher.published)
+    trip.hmget(handoff.page_key(job.article_id), *handoff.DESCRIBE_FIELDS)
+    claimed, described = trip.execute()
+    taken = Claim(claimed)
     if taken is not Claim.TAKEN:
         # HELD: another task (the same article fanned out by another feed) holds it: that one publishes it, or,
         # if its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
@@ -260,7 +265,8 @@ def fetch_article(self: Task, payload: dict[str, Any]) -> None:
         return
     handed_on = False
     try:
-        page = download(c, job, owner=owner, final_attempt=self.request.retries >= self.max_retries)
+        page = download(c, job, owner=owner, final_attempt=self.request.retries >= self.max_retries,
+                        stored=handoff.described(described))
         if page is not None:
             extract_article.apply_async((page.encode(),), queue="extract")
             handed_on = True
@@ -320,7 +326,11 @@ def extract_article(self: Task, payload: dict[str, Any]) -> None:
     job = page.job
     _bind(self, feed=job.feed.label, url=page.final_url, article_id=job.article_id)
     lease = int(c.settings.page_ttl + c.settings.task_time_limit)
-    taken = claim(c.r, job.article_id, lease, page.owner, published=c.publisher.published)
+    trip = OneTrip(c.r)  # the claim and the page in one round trip
+    claim(trip, job.article_id, lease, page.owner, published=c.publisher.published)
+    trip.hgetall(handoff.page_key(job.article_id))
+    claimed, raw_page = trip.execute()
+    taken = Claim(claimed)
     if taken is not Claim.TAKEN:
         # PUBLISHED: a redelivery after the article went out. HELD: our claim lapsed and another feed's copy
         # took the article; that one publishes it (and uses the stored page).
@@ -331,7 +341,7 @@ def extract_article(self: Task, payload: dict[str, Any]) -> None:
         runs.article_done(closing, job)
         closing.execute()
         return
-    stored = handoff.load(c.r, job.article_id)
+    stored = handoff.unpack(raw_page)
     if stored is None:
         # The page waited longer than page_ttl (a backlog): download it again rather than lose it.
         log.warning("page_expired", ttl=c.settings.page_ttl)

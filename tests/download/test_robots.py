@@ -22,7 +22,7 @@ from worker.demo.server import LocalServer, Response
 from worker.demo.site import all_routes, build_many
 from worker.download.robots import Robots, product_token, robots_url
 from worker.feeds.feedlist import Feed
-from worker.net.fetch import make_client
+from worker.net.fetch import Clients
 from worker.net.politeness import Politeness, host_of
 from worker.publish.deadletter import DeadLetters
 
@@ -38,7 +38,7 @@ Disallow: /
 
 def robots_for(r: redis.Redis, **overrides: Any) -> Robots:
     settings = Settings(**({"robots_obey": True, "host_rate": 0} | overrides))
-    return Robots(r, settings, make_client(settings), Politeness(r, settings))
+    return Robots(r, settings, Clients(settings), Politeness(r, settings))
 
 
 def serve_robots(server: LocalServer, resp: Response, agents: list[str] | None = None) -> None:

@@ -27,7 +27,7 @@ from worker.core.settings import Settings
 from worker.core.urls import article_id, canonicalize
 from worker.demo.server import LocalServer, Response
 from worker.feeds.feedlist import Feed, save_feeds
-from worker.net.fetch import make_client
+from worker.net.fetch import Clients
 from worker.poll.schedule import Schedule
 from worker.poll.step import commit_poll, feed_info, poll
 from worker.publish.deadletter import DeadLetters
@@ -143,7 +143,7 @@ def test_ssrf_guard_refuses_a_redirect_into_the_private_network(redis_client: re
     http_server.routes["/sec/hop.xml"] = Response(b"", "text/plain", 302,
                                                   {"Location": "http://169.254.169.254/latest/meta-data/"})
     ctx = strict_context(redis_client)
-    ctx.__dict__["http"] = make_client(ctx.settings, allowed_networks=["127.0.0.1/32"])
+    ctx.__dict__["clients"] = Clients(ctx.settings, allowed_networks=["127.0.0.1/32"])
     feed = Feed(url=http_server.url("/sec/hop.xml"))
     Schedule(redis_client).sync([feed])
     result = poll(ctx, feed)

@@ -216,7 +216,7 @@ def extract(url_or_file: Annotated[str, typer.Argument(help="http(s) URL or loca
     ctx = Context(_redis())
     if url_or_file.startswith(("http://", "https://")):
         try:
-            resp = fetch(url_or_file, kind="page", settings=ctx.settings, client=ctx.http)
+            resp = fetch(url_or_file, kind="page", settings=ctx.settings, client=ctx.http(url_or_file))
         except FetchError as exc:
             typer.echo(f"error: {exc.reason}: {exc}", err=True)
             raise typer.Exit(2) from exc

@@ -55,11 +55,13 @@ class Claim(enum.IntEnum):
 def claim(r: redis.Redis, article_id: str, ttl_seconds: int, owner: str, *,
           published: BucketSet | None = None) -> Claim:
     """Take the article for ``ttl_seconds`` unless another task holds it or, given the ``published`` memory,
-    it has gone out already (checked in the same call: one round trip for both)."""
+    it has gone out already (checked in the same call: one round trip for both). On a pipeline (``OneTrip``)
+    the call is queued: ``Claim(reply)`` reads its reply."""
     keys, field = published.location(article_id) if published is not None else ([], "")
     # EVALSHA (the script is sent once per connection, not with every call)
-    return Claim(r.register_script(_CLAIM)(keys=[_claim_key(article_id), *keys],
-                                           args=[owner, max(1, int(ttl_seconds)), field]))
+    reply = r.register_script(_CLAIM)(keys=[_claim_key(article_id), *keys],
+                                      args=[owner, max(1, int(ttl_seconds)), field])
+    return reply if isinstance(reply, redis.client.Pipeline) else Claim(reply)
 
 
 def release(r: redis.Redis, article_id: str, owner: str) -> None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-import httpx
 import redis
 import structlog
 from protego import Protego
@@ -18,7 +17,7 @@ from protego import Protego
 from worker import metrics
 from worker.core.keys import digest, key, site_part
 from worker.core.settings import Settings, get_settings
-from worker.net.fetch import FetchError, fetch
+from worker.net.fetch import Clients, FetchError, fetch
 from worker.net.politeness import HostBusy, Politeness, host_of
 
 log = structlog.get_logger("worker.download.robots")
@@ -69,10 +68,10 @@ def state_for(exc: FetchError) -> State:
 class Robots:
     """``Robots(r, settings, http, polite).check(url)`` -> Verdict."""
 
-    def __init__(self, r: redis.Redis, settings: Settings | None, http: httpx.Client, polite: Politeness) -> None:
+    def __init__(self, r: redis.Redis, settings: Settings | None, clients: Clients, polite: Politeness) -> None:
         self.r = r
         self.settings = settings or get_settings()
-        self.http = http
+        self.clients = clients
         self.polite = polite
         self.token = product_token(self.settings)
         self._parsed: dict[str, Protego] = {}
@@ -157,7 +156,7 @@ class Robots:
     def _download(self, origin: str) -> tuple[State, bytes]:
         try:
             with self.polite.slot(origin, kind="robots"):
-                resp = fetch(origin, kind="robots", settings=self.settings, client=self.http)
+                resp = fetch(origin, kind="robots", settings=self.settings, client=self.clients.for_url(origin))
         except FetchError as exc:
             state = state_for(exc)
             metrics.ROBOTS_FETCHES.labels(result=state).inc()

@@ -25,13 +25,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger("worker.download.step")
 
 
-def download(ctx: Context, job: PageJob, *, owner: str, final_attempt: bool = True) -> FetchedPage | None:
+def download(ctx: Context, job: PageJob, *, owner: str, final_attempt: bool = True,
+             stored: handoff.StoredPage | bool | None = True) -> FetchedPage | None:
     """Fetch the page and hand it over. Returns the extract stage's message, or None when the page was
     dead-lettered (robots.txt refused it, or the download failed for good). A page this task had already
-    handed over (a redelivery) is not fetched again. Raises RetryLater for a busy host (not counted as an
-    attempt) and for transient failures unless this is the final attempt."""
-    stored = handoff.describe(ctx.r, job.article_id)
-    if stored is None:
+    handed over (a redelivery) is not fetched again: ``stored`` is what the caller found of it
+    (``handoff.describe``), True to look here. Raises RetryLater for a busy host (not counted as an attempt)
+    and for transient failures unless this is the final attempt."""
+    if stored is True:
+        stored = handoff.describe(ctx.r, job.article_id)
+    if not isinstance(stored, handoff.StoredPage):
         try:
             if not robots_permit(ctx, job, final_attempt=final_attempt):
                 return None

@@ -187,7 +187,7 @@ def request(ctx: Context, feed_id: str, hub: str, topic: str,
         form |= {"hub.secret": feed_secret(settings, feed_id),
                  "hub.lease_seconds": str(settings.websub_lease_seconds)}
     try:
-        status = post_form(hub, form, settings=settings, client=ctx.http)
+        status = post_form(hub, form, settings=settings, client=ctx.http(hub))
     except FetchError as exc:
         metrics.WEBSUB_SUBSCRIPTIONS.labels(outcome="hub_error").inc()
         log.error("websub_request_failed", feed_id=feed_id, hub=hub, mode=mode, reason=exc.reason, error=str(exc))
