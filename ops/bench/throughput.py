@@ -194,6 +194,7 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], processe
                  spy_stage: str = "extract") -> RunFigures:
     """One cold run on an empty database with both stages as production runs them: a download worker (thread
     pool, the default size) and an extract worker of ``processes`` processes."""
+    from worker.core import runs
     from worker.feeds.feedlist import Feed
     from worker.poll.schedule import Schedule
     from worker.tasks import poll_feed
@@ -224,6 +225,8 @@ def run_pipeline(server: ServerProcess, by_host: dict[str, list[Page]], processe
             first, last = benchlib.entry_span_ms(r, STREAMS)
             cpu1 = benchlib.cpu_seconds(roles)
         stats = r.info("commandstats")
+        put_off = {k: v for k, v in runs.totals(r).items() if k.startswith("put_off:")}
+        print(f"  pages and polls put off for a busy host: {put_off or 0} for {n_pages} pages")
     finally:
         for worker in workers:
             benchlib.stop_worker(worker)
