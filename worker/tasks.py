@@ -245,36 +245,44 @@ def fetch_article(self: Task, payload: dict[str, Any]) -> None:
     if job is None:
         return
     _bind(self, feed=job.feed.label, url=job.url, article_id=job.article_id)
-    if job.host_busy:
-        runs.put_off(c.r, "fetch", -1)
     owner = self.request.id or "?"
-    # The claim spans both stages: the extract task holds and releases it with the same owner. One round trip
-    # takes it and asks whether this task had handed the page over already (a redelivery).
-    lease = int(c.settings.page_ttl + c.settings.task_time_limit)
-    trip = OneTrip(c.r)
-    claim(trip, job.article_id, lease, owner, published=c.publisher.published)
-    trip.hmget(handoff.page_key(job.article_id), *handoff.DESCRIBE_FIELDS)
-    claimed, described = trip.execute()
-    taken = Claim(claimed)
-    if taken is not Claim.TAKEN:
-        # HELD: another task (the same article fanned out by another feed) holds it: that one publishes it, or,
-        # if its worker dies, its own redelivery does. A redelivery of *this* task re-enters its own claim.
-        # PUBLISHED: a redelivery after the article went out, or another feed's copy of it: nothing to fetch.
-        log.info("claimed_elsewhere" if taken is Claim.HELD else "already_published")
-        _finish(c.r, job)
-        return
+    # A page back at its host's turn holds its claim already and was never handed over: it goes straight to
+    # its host (a put-off costs a few ms of CPU, and a busy host can put a page off more than once).
+    returning = job.host_busy > 0
+    stored = None
+    if not returning:
+        # The claim spans both stages: the extract task holds and releases it with the same owner. One round
+        # trip takes it and asks whether this task had handed the page over already (a redelivery).
+        lease = int(c.settings.page_ttl + c.settings.task_time_limit)
+        trip = OneTrip(c.r)
+        claim(trip, job.article_id, lease, owner, published=c.publisher.published)
+        trip.hmget(handoff.page_key(job.article_id), *handoff.DESCRIBE_FIELDS)
+        claimed, described = trip.execute()
+        taken = Claim(claimed)
+        if taken is not Claim.TAKEN:
+            # HELD: another task (the same article fanned out by another feed) holds it: that one publishes it,
+            # or, if its worker dies, its own redelivery does. A redelivery of *this* task re-enters its claim.
+            # PUBLISHED: a redelivery after the article went out, or another feed's copy of it: nothing to fetch.
+            log.info("claimed_elsewhere" if taken is Claim.HELD else "already_published")
+            _finish(c.r, job)
+            return
+        stored = handoff.described(described)
     handed_on = False
     try:
         page = download(c, job, owner=owner, final_attempt=self.request.retries >= self.max_retries,
-                        stored=handoff.described(described))
+                        stored=stored)
         if page is not None:
             extract_article.apply_async((page.encode(),), queue="extract")
             handed_on = True
+            if returning:
+                runs.put_off(c.r, "fetch", -1)
     except RetryLater as exc:
         handed_on = True  # a retry or a later turn still owns the page (and the run still waits for it)
         if not exc.counted:
             _put_off(self, c, job, exc)
             return
+        if returning:
+            runs.put_off(c.r, "fetch", -1)
         countdown = exc.countdown or 2 ** (self.request.retries + 1)
         log.warning("fetch_retry", reason=exc.reason, countdown=countdown, attempt=self.request.retries + 1)
         raise self.retry(countdown=min(countdown, MAX_COUNTDOWN)) from exc
@@ -284,7 +292,7 @@ def fetch_article(self: Task, payload: dict[str, Any]) -> None:
                       run_id=job.run)
     finally:
         if not handed_on:
-            _finish(c.r, job, owner)
+            _finish(c.r, job, owner, waited=returning)
 
 
 def _put_off(self: Task, c: Context, job: PageJob, exc: RetryLater) -> None:
@@ -300,15 +308,21 @@ def _put_off(self: Task, c: Context, job: PageJob, exc: RetryLater) -> None:
     later = job.model_copy(update={"host_busy": busy, "reserved_at": exc.reserved_at})
     fetch_article.apply_async((later.encode(),), queue="fetch", countdown=countdown,
                               retries=self.request.retries, task_id=self.request.id)
-    runs.put_off(c.r, "fetch")
+    if not job.host_busy:  # a page put off again was counted as waiting already
+        runs.put_off(c.r, "fetch")
+    else:
+        runs.count(c.r, "put_off:fetch")
 
 
-def _finish(r: Any, job: PageJob, owner: str | None = None) -> None:
-    """The page's work ends here (skipped or dead-lettered): counted off its batch and its run, in one trip."""
+def _finish(r: Any, job: PageJob, owner: str | None = None, *, waited: bool = False) -> None:
+    """The page's work ends here (skipped or dead-lettered): counted off its batch, its run and, if it had
+    been put off for its host, off the pages waiting, in one trip."""
     closing = OneTrip(r)
     runs.batch_done(closing, job.batch)
     if owner is not None:
         release(closing, job.article_id, owner)
+    if waited:
+        runs.put_off(closing, "fetch", -1)
     runs.article_done(closing, job)
     closing.execute()
 

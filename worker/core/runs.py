@@ -118,12 +118,14 @@ def host_waiting(r: redis.Redis) -> dict[str, int]:
 
 def put_off(r: redis.Redis, stage: str, amount: int = 1) -> None:
     """Count work of ``stage`` put off for a busy host (``amount`` -1: it is running again); the lifetime
-    total of put-offs (``put_off:<stage>``) goes with it, in one round trip."""
-    pipe = r.pipeline(transaction=False)
+    total of put-offs (``put_off:<stage>``) goes with it, in one round trip. On a pipeline ``r`` the counts
+    are queued with its commands."""
+    pipe = r if isinstance(r, redis.client.Pipeline) else r.pipeline(transaction=False)
     pipe.incrby(_waiting_key(stage), amount)
     if amount > 0:
         pipe.hincrby(stats_key(), f"put_off:{stage}", amount)
-    pipe.execute()
+    if pipe is not r:
+        pipe.execute()
 
 
 def pending(r: redis.Redis, run_id: str) -> int:

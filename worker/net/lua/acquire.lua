@@ -36,20 +36,21 @@ if ready then
   return {1, '0', '0'}
 end
 
--- When a slot is likely to free: the oldest request in flight ends about one latency after it started.
+-- When a slot is likely to free: the oldest request in flight ends about one latency after it started, and
+-- the latency is at least how long that request has been going (a host slower than measured so far).
 local latency = tonumber(redis.call('GET', KEYS[6]) or ARGV[6])
 local free_at = now
 if busy then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  free_at = math.max(now, tonumber(first[2]) - lease + latency)
+  local started = tonumber(first[2]) - lease
+  if now - started > latency then latency = now - started end
+  free_at = math.max(now, started + latency)
 end
 local soon = math.max(free_at, nxt, now + 0.02)
 
-if reserved > 0 then
-  -- its turn came but the host is still busy (an answer slower than expected): try again soon, keeping its place
-  return {0, tostring(soon - now), tostring(reserved)}
-end
-
+-- A turn at the end of the host's queue, spaced by the rate or, when concurrency is the limit, by one slot's
+-- share of the latency. A caller whose turn came while the host was still busy (an answer slower than
+-- expected) gets a new one the same way: handing it "soon" would send every such caller back at once.
 local spacing = interval
 if busy and latency / limit > spacing then spacing = latency / limit end
 local start = math.max(soon, tail)
