@@ -16,6 +16,7 @@ from worker.app import app
 from worker.core import runs
 from worker.core.redisconn import OneTrip, get_redis
 from worker.dedup.claims import Claim, claim, release
+from worker.feeds import sync as feedsync
 from worker.feeds.feedlist import Feed, FeedList
 from worker.poll import websub
 from worker.poll.parse import FeedError
@@ -47,16 +48,8 @@ def dispatch(self: Task) -> int:
     _bind(self)
     started = time.perf_counter()
     c = ctx()
-    path = str(c.settings.feeds)
-    feed_list = _feed_lists.setdefault(path, FeedList(c.settings.feeds))
-    try:
-        feeds, changed = feed_list.get()
-        if changed:
-            added, removed = c.schedule.sync(feeds)
-            log.info("feeds_synced", feeds=len(feeds), added=added, removed=removed)
-    except (OSError, ValueError) as exc:
-        # A broken edit of the feeds file must not stop polling of the feeds already known.
-        log.error("feeds_file_invalid", path=path, error=str(exc))
+    feed_list = _feed_lists.setdefault(str(c.settings.feeds), FeedList(c.settings.feeds))
+    feedsync.refresh(c.schedule, feed_list)  # a bad entry is skipped and reported, a broken file keeps the last list
     due = c.schedule.claim_due()
     # One message per chunk of feeds: publishing a task costs ~0.5 ms, which at 1 000 due feeds would make the
     # tick 500 ms; a slow feed (at most total_timeout) delays only the others of its chunk.
