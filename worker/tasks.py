@@ -82,15 +82,22 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
     c = ctx()
     feed = c.schedule.feed(feed_id)
     if feed is None:  # removed from the list after dispatch
-        runs.feed_done(c.r, run_id, feed_id)
+        runs.feed_done(c.r, run_id, feed_id, "error", error="removed from the feed list")
         return
     _bind(self, feed=feed.label, feed_url=feed.url)
+    done: dict[str, Any] | None = {"outcome": "error", "error": "internal"}  # None: polled again later in its run
     try:
         result = pipeline.poll(c, feed, run_id)
         fan_out(c, result.tasks, run_id)
         # while a hub pushes this feed's entries, polling is only the safety net, at the feed's ceiling
         push = websub.enabled(c.settings) and websub.push_active(c.r, feed.id)
         pipeline.commit_poll(c, result, run_id, push=push)
+        done = {"outcome": result.outcome, "error": result.error, "new": len(result.tasks)}
+        # a one-shot run polls every feed it was given: a poll its busy host put off is sent again
+        again = runs.poll_again_in(c.r, run_id, feed_id) if result.outcome == "deferred" else None
+        if again is not None:
+            poll_feed.apply_async((feed_id, run_id), queue="poll", countdown=again)
+            done = None
         _subscribe(c, feed, result)
     except Exception as exc:  # never let one feed's surprise kill the worker or block the others
         log.exception("poll_crashed")
@@ -98,7 +105,8 @@ def _poll(self: Task, feed_id: str, run_id: str | None) -> None:
                              payload={"feed_id": feed_id}, run_id=run_id)
         c.schedule.record_failure(feed, reason="internal")
     finally:
-        runs.feed_done(c.r, run_id, feed_id)
+        if done is not None:
+            runs.feed_done(c.r, run_id, feed_id, **done)
 
 
 def _subscribe(c: pipeline.Context, feed: Feed, result: pipeline.PollResult) -> None:
