@@ -105,6 +105,7 @@ def every_command(f: Files) -> dict[str, tuple[str, ...]]:
         "feeds discover": ("feeds", "discover", f.site),
         "dead-letters list": ("dead-letters", "list"),
         "dead-letters replay": ("dead-letters", "replay"),
+        "run": ("run",),  # worker and beat on one machine
         "worker": ("worker", "-c", "1"),
         "beat": ("beat",),
         "websub serve": ("websub", "serve", "--port", "0"),
@@ -159,8 +160,7 @@ def test_a_worker_waits_for_an_unreachable_redis_saying_so(files: Files) -> None
 
 
 def test_a_redis_url_that_is_not_one(files: Files) -> None:
-    commands = {name: args for name, args in every_command(files).items()
-                if name not in NEED_NO_REDIS and name != "worker"}
+    commands = {name: args for name, args in every_command(files).items() if name not in NEED_NO_REDIS}
     for result in ingest_all(list(commands.values()), {"REDIS_URL": "localhost:6379"}):
         assert_one_clear_line(result, 2, "REDIS_URL is not a Redis URL", "redis://")
 
@@ -181,7 +181,7 @@ def test_a_missing_feeds_file(files: Files, tmp_path: Path, redis_client: redis.
     assert added.code == 0 and missing.exists(), added
     missing.unlink()
     others = [args for name, args in every_command(files).items()
-              if not name.startswith(("feeds", "run --once", "worker", "beat", "websub", "eval"))]
+              if not name.startswith(("feeds", "run", "worker", "beat", "websub", "eval"))]
     for result in ingest_all(others, {"INGEST_FEEDS": str(missing)}):
         assert result.code == 0 and "Traceback" not in result.stderr, result
 

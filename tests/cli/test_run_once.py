@@ -37,6 +37,12 @@ def sections(server: LocalServer, n: int, articles: int) -> list[DemoSite]:
     return sites
 
 
+def _pause_key(host: str) -> str:
+    from worker.net.politeness import _keys
+
+    return _keys(host)[2]
+
+
 def published(r: redis.Redis) -> list[dict[str, object]]:
     return [json.loads(fields[b"data"]) for _, fields in r.xrange("articles")]
 
@@ -46,11 +52,23 @@ def test_every_feed_of_a_busy_host_is_polled(redis_client: redis.Redis, http_ser
     sites = sections(http_server, 4, 3)
     feeds = tmp_path / "feeds.yaml"
     save_feeds(feeds, [Feed(url=s.feed_url, name=f"section {i}") for i, s in enumerate(sites)])
-    # The host is busy when the run starts (another client's Retry-After, say): each first poll is put off.
-    Politeness(redis_client).pause(host_of(http_server.url("")), 3)
-    done = ingest("run", "--once", "--feeds", str(feeds), env=STRICT_HOST)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
+    # The host is busy when the run starts (another client's Retry-After, say): each first poll is put off...
+    host = host_of(http_server.url(""))
+    Politeness(redis_client).pause(host, 600)
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run", "--once", "--feeds", str(feeds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | STRICT_HOST)
+    try:
+        deadline = time.monotonic() + 120
+        while int(redis_client.hget("ingest:stats", "polled:deferred") or 0) < 4:
+            assert time.monotonic() < deadline and proc.poll() is None, "the four polls were not put off"
+            time.sleep(0.2)
+        redis_client.delete(_pause_key(host))  # ...until the host frees up
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
     assert summary["finished"] and summary["counts"]["published:articles"] == 12, summary
     assert len(published(redis_client)) == 12
     assert summary["counts"]["polled:deferred"] >= 4 and summary["pending"] == {"feeds": 0, "pages": 0}

@@ -24,7 +24,7 @@ from worker.feeds.feedlist import Feed
 from worker.net.politeness import HostBusy, Politeness, host_of
 from worker.pipeline import Context, RetryLater, fetch_and_extract
 from worker.poll.schedule import Schedule, due_key, feed_summary
-from worker.tasks import FETCH_RETRIES, fetch_article
+from worker.tasks import FETCH_RETRIES, fetch_article, poll_feed
 
 HOST = "news.example"
 
@@ -223,7 +223,14 @@ def test_retry_after_with_host_scope_defers_the_hosts_other_feeds(redis_client: 
     first = poll_and_wait(redis_client, [limited])
     assert first.get("polled:error") == 1, first
     before = time.time()
-    second = poll_and_wait(redis_client, [other])
+    Schedule(redis_client).sync([other])
+    run_id = f"other{time.monotonic_ns()}"
+    runs.start(redis_client, run_id, [other.id])
+    poll_feed.apply_async((other.id, run_id), queue="poll")
+    # A run would poll it again until the pause is over: one deferral is what is checked here.
+    wait_for(lambda: runs.totals(redis_client, run_id).get("polled:deferred"), 60, "the deferral")
+    runs.close(redis_client, run_id)
+    second = runs.totals(redis_client, run_id)
     assert second.get("polled:deferred") == 1 and "polled:error" not in second, second
     assert http_server.hits.get("/other.xml") is None  # not even asked: the whole host waits
     state = Schedule(redis_client).describe(other.id)

@@ -26,19 +26,31 @@ def use_feeds(path: Path | None) -> Path:
     return get_settings().feeds
 
 
+def checked_redis_url() -> str:
+    """The Redis URL to use, checked to be one (parsed, not connected): Celery would take ``localhost:6379``
+    for a RabbitMQ address and retry it forever. Starts the embedded Redis when ``REDIS_URL`` is unset."""
+    from redis.connection import parse_url
+
+    from worker.core.redisconn import redis_url
+
+    url = redis_url(get_settings())
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise CliError(f"REDIS_URL is not a Redis URL ({exc}): write redis://[:password@]host:port/db", USAGE) \
+            from exc
+    return url
+
+
 def connect() -> redis.Redis:
     """The configured Redis, checked to answer: a command must fail with a message, not run on (or quietly read
-    nothing from) a Redis it cannot reach. Starts the embedded Redis when ``REDIS_URL`` is unset."""
+    nothing from) a Redis it cannot reach."""
     from worker.core import logs
     from worker.core.redisconn import get_redis
 
-    settings = get_settings()
-    logs.configure(settings)
-    try:
-        r = get_redis(settings)
-    except ValueError as exc:  # redis-py's verdict on a URL it cannot parse
-        raise CliError(f"REDIS_URL is not a Redis URL ({exc}): write redis://[:password@]host:port/db", USAGE) \
-            from exc
+    checked_redis_url()
+    logs.configure(get_settings())
+    r = get_redis()
     r.ping()
     return r
 

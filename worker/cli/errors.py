@@ -80,7 +80,7 @@ def explain(exc: BaseException) -> CliError | None:
         # Celery's broker client, sending tasks to the same Redis
         return CliError(f"cannot reach Redis at {redis_where()} to send tasks: {exc} (is REDIS_URL right?)")
     if isinstance(exc, OSError) and exc.filename is not None:
-        return CliError(f"cannot read {exc.filename}: {exc.strerror or exc}", USAGE)
+        return CliError(f"{exc.filename}: {exc.strerror or exc}", USAGE)
     return None
 
 

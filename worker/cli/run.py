@@ -20,8 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli.common import FeedsOpt, celery_argv, connect, interactive, use_feeds
+from worker.cli.common import FeedsOpt, celery_argv, checked_redis_url, connect, interactive, use_feeds
 from worker.core.settings import LOCAL_UNLIMITED_ENV, get_settings
+from worker.core.urls import redact_url
 
 
 def worker(
@@ -33,12 +34,11 @@ def worker(
     = "prefork",
 ) -> None:
     """Run a Celery worker (the same as `celery -A worker.app worker`)."""
-    from worker.core.redisconn import redis_url
-
-    redis_url()  # start the embedded Redis here, before Celery forks, if REDIS_URL is unset
+    checked_redis_url()  # and start the embedded Redis here, before Celery forks, if REDIS_URL is unset
     n = concurrency or get_settings().concurrency
     args = ["worker", "-Q", queues, "-c", str(n), "-l", loglevel, "-P", pool]
     if beat:
+        connect()  # the embedded beat (RedBeat) cannot start without Redis: one line instead of its traceback
         args.append("-B")
     exec_celery(args)
 
@@ -73,9 +73,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="--once: no live progress, the summary as JSON")] = False,
 ) -> None:
     """Worker and beat together for one machine; with REDIS_URL unset an embedded Redis is started."""
-    from worker.core.redisconn import redis_url
-
-    redis_url()
+    checked_redis_url()
     if demo:
         _run_demo(concurrency, timeout, as_json)
         return
@@ -140,7 +138,7 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
         if reader is not None:
             reader.join(5)
     seconds = time.monotonic() - started
-    refs = [runs.FeedRef(f.id, f.url, f.name) for f in feed_list]
+    refs = [runs.FeedRef(f.id, redact_url(f.url), f.name) for f in feed_list]  # a feed URL may carry a password
     summary = runs.summary(r, run_id, refs, seconds) | {"invalid_entries": [str(p) for p in checked.problems]}
     if not last.finished:
         why = (f"its worker exited with code {exited}" if exited is not None

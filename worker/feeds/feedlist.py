@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.core.keys import digest
-from worker.core.urls import InvalidURL, canonicalize
+from worker.core.urls import InvalidURL, canonicalize, redact_url
 
 # libyaml's loader when present: a 10 000-feed list loads in a fraction of the pure-Python time
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -56,8 +56,8 @@ class Feed(BaseModel):
     def _http_url(cls, value: str) -> str:
         try:
             canonicalize(value)
-        except InvalidURL as exc:
-            raise ValueError(str(exc)) from exc
+        except InvalidURL as exc:  # the message quotes the URL: never a password in it (it is shown and logged)
+            raise ValueError(str(exc).replace(value, redact_url(value))) from exc
         return value.strip()
 
     @property
