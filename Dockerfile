@@ -34,4 +34,6 @@ EXPOSE 9808
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9808/healthz', timeout=4)"
 
-CMD ["ingest", "worker", "--queues", "poll,fetch,publish", "--concurrency", "2"]
+# Both stages as child processes (one machine); a fleet runs `ingest worker --stage download` and
+# `ingest worker --stage extract` as separate services (docker-compose.yml, ops/k8s/).
+CMD ["ingest", "worker"]

@@ -194,6 +194,7 @@ QUEUE_AGE_METRIC = "ingest_queue_oldest_age_seconds"
 HOST_WAITING_METRIC = "ingest_host_waiting"
 FEEDS_METRIC = "ingest_feeds"
 FEEDS_FAILING_METRIC = "ingest_feeds_failing"
+FEEDS_INVALID_METRIC = "ingest_feeds_invalid"
 FEED_ERRORS_METRIC = "ingest_feed_consecutive_errors"
 FEED_ERRORS_SHOWN = 20  # per-feed series only for the worst few: 10 000 feeds must not mean 10 000 series
 
@@ -204,6 +205,7 @@ def exported_metric_names() -> set[str]:
     Histograms are listed by their base name; ``_bucket``/``_sum``/``_count`` are implied.
     """
     names = {QUEUE_DEPTH_METRIC, QUEUE_AGE_METRIC, HOST_WAITING_METRIC, FEEDS_METRIC, FEEDS_FAILING_METRIC,
+             FEEDS_INVALID_METRIC,
              FEED_ERRORS_METRIC}
     for metric in REGISTRY.collect():
         if not metric.name.startswith("ingest_"):
@@ -267,7 +269,8 @@ def queue_depths(
 class QueueCollector(Collector):
     """Custom collector read from Redis at scrape time: ``ingest_queue_depth`` and
     ``ingest_queue_oldest_age_seconds`` per queue, and the feeds' error state (``ingest_feeds``,
-    ``ingest_feeds_failing``, ``ingest_feed_consecutive_errors`` for the worst failing feeds)."""
+    ``ingest_feeds_failing``, ``ingest_feeds_invalid``, ``ingest_feed_consecutive_errors`` for the worst
+    failing feeds)."""
 
     def __init__(
         self, client: redis.Redis, queues: Sequence[str] = DEFAULT_QUEUES, key_prefix: str = ""
@@ -314,13 +317,16 @@ class QueueCollector(Collector):
 
     def _feeds(self) -> Iterator[Metric]:
         from worker.feeds.feedlist import Feed
-        from worker.poll.schedule import Schedule, config_key
+        from worker.poll.schedule import Schedule, config_key, invalid_key
 
         schedule = Schedule(self.client)
         failing = schedule.failing(FEED_ERRORS_SHOWN)
         yield GaugeMetricFamily(FEEDS_METRIC, "Feeds in the feed list.", value=self.client.hlen(config_key()))
         yield GaugeMetricFamily(FEEDS_FAILING_METRIC, "Feeds whose last poll failed (still retried with backoff).",
                                 value=schedule.count_failing())
+        yield GaugeMetricFamily(FEEDS_INVALID_METRIC, "Entries of the feed list skipped as invalid at its last "
+                                "reading (a file that cannot be read at all counts as one).",
+                                value=self.client.llen(invalid_key()))
         errors = GaugeMetricFamily(FEED_ERRORS_METRIC, "Consecutive poll errors of the worst failing feeds.",
                                    labels=["feed_id", "feed"])
         configs = self.client.hmget(config_key(), [fid for fid, _ in failing]) if failing else []

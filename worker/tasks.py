@@ -37,6 +37,7 @@ from worker.dedup.claims import Claim, claim, release
 from worker.download import handoff
 from worker.download.step import download
 from worker.extract.step import extract
+from worker.feeds import sync as feedsync
 from worker.feeds.feedlist import Feed, FeedList
 from worker.poll import websub
 from worker.poll.parse import FeedError
@@ -47,6 +48,7 @@ log = structlog.get_logger("worker.tasks")
 
 FETCH_RETRIES = 3
 MAX_COUNTDOWN = 300  # longer ETAs sit in worker memory and risk redelivery past the visibility timeout
+PAUSED_RECHECK = 15.0  # a poll deferred by a paused host asks again this often (a pause may be lifted early)
 M = TypeVar("M", bound=BaseModel)
 _ctx: Context | None = None
 _ctx_lock = threading.Lock()
@@ -117,16 +119,8 @@ def dispatch(self: Task) -> int:
     _bind(self)
     started = time.perf_counter()
     c = ctx()
-    path = str(c.settings.feeds)
-    feed_list = _feed_lists.setdefault(path, FeedList(c.settings.feeds))
-    try:
-        feeds, changed = feed_list.get()
-        if changed:
-            added, removed = c.schedule.sync(feeds)
-            log.info("feeds_synced", feeds=len(feeds), added=added, removed=removed)
-    except (OSError, ValueError) as exc:
-        # A broken edit of the feeds file must not stop polling of the feeds already known.
-        log.error("feeds_file_invalid", path=path, error=str(exc))
+    feed_list = _feed_lists.setdefault(str(c.settings.feeds), FeedList(c.settings.feeds))
+    feedsync.refresh(c.schedule, feed_list)  # a bad entry is skipped and reported, a broken file keeps the last list
     due = c.schedule.claim_due()
     # One message per chunk of feeds keeps the tick short at 1 000 due feeds; each chunk is split into one
     # poll per feed on the I/O worker, whose threads then poll them side by side.
@@ -157,32 +151,38 @@ def poll_feed(self: Task, feed_id: str, run_id: str | None = None, host_busy: in
         runs.put_off(c.r, "poll", -1)
     feed = c.schedule.feed(feed_id)
     if feed is None:  # removed from the list after dispatch
-        runs.feed_done(c.r, run_id, feed_id, "removed")
+        runs.feed_done(c.r, run_id, feed_id, "error", error="removed from the feed list")
         return 0
     _bind(self, feed=feed.label, feed_url=feed.url)
-    outcome = "error"
+    done: dict[str, Any] | None = {"outcome": "error", "error": "internal"}  # None: it comes back later
     try:
         result = poll(c, feed, run_id, reserved_at=reserved_at)
-        outcome = result.outcome
-        if outcome == "deferred":
-            # A one-shot run polls every feed it was given, so the run waits for it too.
-            poll_feed.apply_async((feed_id, run_id, host_busy + 1, result.reserved_at), queue="poll",
-                                  countdown=min(MAX_COUNTDOWN, result.retry_in))
-            runs.put_off(c.r, "poll")
+        if result.outcome == "deferred":
+            # Back at the host's turn, outside a run as in one (a one-shot run polls every feed it was given,
+            # so the run waits for it). The schedule's own deferral takes over if this message is ever lost.
             commit_poll(c, result, run_id)
+            if run_id is None or runs.deferred(c.r, run_id, feed_id):
+                # a turn comes exactly when given; a paused host (no turn) is asked again every so often
+                wait = result.retry_in if result.reserved_at else min(result.retry_in, PAUSED_RECHECK)
+                poll_feed.apply_async((feed_id, run_id, host_busy + 1, result.reserved_at), queue="poll",
+                                      countdown=min(MAX_COUNTDOWN, wait) * random.uniform(1.0, 1.1))
+                runs.put_off(c.r, "poll")
+            done = None
             return 0
         fan_out(c, result.jobs, run_id)
         # while a hub pushes this feed's entries, polling is only the safety net, at the feed's ceiling
         push = websub.enabled(c.settings) and websub.push_active(c.r, feed.id)
         commit_poll(c, result, run_id, push=push)
+        done = {"outcome": result.outcome, "error": result.error, "new": len(result.jobs)}
         _subscribe(c, feed, result)
     except Exception as exc:  # never let one feed's surprise kill the worker or block the others
         log.exception("poll_crashed")
-        outcome = "error"
         c.dead_letter(stage="poll", reason="internal", url=feed.url, error=repr(exc), payload={"feed_id": feed_id},
                       run_id=run_id)
         c.schedule.record_failure(feed, reason="internal")
-    runs.feed_done(c.r, run_id, feed_id, outcome)
+    finally:
+        if done is not None:
+            runs.feed_done(c.r, run_id, feed_id, **done)
     return 1
 
 

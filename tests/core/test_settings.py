@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.core.settings import Settings
+from worker.core.settings import Settings, SettingsError, load_settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -44,3 +44,35 @@ def test_default_feed_list_is_the_projects_config_file(monkeypatch: pytest.Monke
     root = Path(__file__).resolve().parents[2]
     assert Settings().feeds == root / "config" / "feeds.yaml"
     assert Settings().feeds.is_file()
+def test_every_problem_is_listed_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("stream_maxlen: lots\nconcurency: 4\n")  # a bad value and a misspelt name
+    monkeypatch.setenv("INGEST_SETTINGS_FILE", str(path))
+    monkeypatch.setenv("INGEST_CONCURRENCY", "abc")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "INGEST_CONCURRENCY='abc'" in message and f"stream_maxlen='lots' in {path}" in message
+    assert f"concurency in {path}: unknown setting" in message and "\n" not in message
+
+
+def test_a_settings_file_that_cannot_be_used_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "settings.yaml"
+    monkeypatch.setenv("INGEST_SETTINGS_FILE", str(path))
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings()
+    path.write_text("routes: [\n")
+    with pytest.raises(SettingsError, match=r"is not valid YAML: .* at line 2, column 1"):
+        load_settings()
+    path.write_text("- a list\n")
+    with pytest.raises(SettingsError, match="expected 'name: value' lines"):
+        load_settings()
+
+
+def test_secrets_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGEST_WEBSUB_SECRET", "hunter2")
+    monkeypatch.setenv("INGEST_WEBSUB_LEASE_SECONDS", "0")
+    monkeypatch.setenv("INGEST_DUPLICATE_POLICY", "keep-everything")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "INGEST_WEBSUB_LEASE_SECONDS='0'" in str(raised.value) and "hunter2" not in str(raised.value)

@@ -31,7 +31,7 @@ EXPECTED_NAMES = {
     "ingest_lines_removed_total",
     "ingest_duplicates_total", "ingest_articles_published_total", "ingest_dead_letters_total",
     "ingest_dispatch_seconds", "ingest_feeds_due", "ingest_queue_depth", "ingest_queue_oldest_age_seconds",
-    "ingest_task_seconds", "ingest_tasks_total", "ingest_feeds", "ingest_feeds_failing",
+    "ingest_task_seconds", "ingest_tasks_total", "ingest_feeds", "ingest_feeds_failing", "ingest_feeds_invalid",
     "ingest_feed_consecutive_errors",
     "ingest_host_wait_seconds", "ingest_host_busy_total", "ingest_host_pauses_total",
     "ingest_robots_decisions_total", "ingest_robots_fetches_total",
@@ -108,6 +108,7 @@ def test_scrape_shows_every_metric(server: str, redis_client: redis.Redis) -> No
     ok, broken = Feed(url="http://example.com/ok.xml"), Feed(url="http://example.com/broken.xml", name="Broken")
     schedule = Schedule(redis_client)
     schedule.sync([ok, broken])
+    schedule.record_problems(["feeds.yaml:3: feed #2: url: not an http(s) URL: 'x'", "feeds.yaml:5: feed #3: ..."])
     for _ in range(3):
         schedule.record_failure(broken, reason="http_5xx")
     metrics.FEEDS_POLLED.labels("new_entries").inc()
@@ -152,6 +153,7 @@ def test_scrape_shows_every_metric(server: str, redis_client: redis.Redis) -> No
     assert samples[("ingest_host_waiting", (("stage", "fetch"),))] == 3
     assert samples[("ingest_host_waiting", (("stage", "poll"),))] == 0
     assert samples[("ingest_downloads_in_flight", (("kind", "page"),))] >= 1
+    assert samples[("ingest_feeds_invalid", ())] == 2
     assert samples[("ingest_feed_consecutive_errors", (("feed", "Broken"), ("feed_id", broken.id)))] == 3
 
 

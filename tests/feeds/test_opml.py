@@ -226,9 +226,14 @@ def test_cli_import_refuses_a_hostile_file_and_leaves_the_list_alone(tmp_path: P
     assert feeds.read_bytes() == before
     missing = ingest("feeds", "import", str(tmp_path / "nope.opml"), "--feeds", str(feeds))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
-    feeds.write_text("feeds: [{url: 'gopher://old.example/'}]")
+    feeds.write_text(f"feeds: [{{url: 'gopher://old.example/'}}, {{url: '{BARE.url}'}}]")
+    partial = ingest("feeds", "export", "--feeds", str(feeds))  # a bad entry is left out, and said so
+    assert partial.returncode == 0 and "feed #1: url: not an http(s) URL" in partial.stderr
+    assert parse_opml(partial.stdout.encode()).feeds == [BARE]
+    feeds.write_text("feeds: [{url: 'http://old.example/'}\n")
     broken = ingest("feeds", "export", "--feeds", str(feeds))
-    assert broken.returncode == 2 and "not an http(s) URL" in broken.stderr and broken.stdout == ""
+    assert broken.returncode == 2 and "not valid YAML" in broken.stderr and broken.stdout == ""
+    assert "Traceback" not in broken.stderr
 
 
 def test_cli_add_takes_every_feed_setting(tmp_path: Path) -> None:

@@ -237,6 +237,7 @@ def test_retry_after_with_host_scope_defers_the_hosts_other_feeds(redis_client: 
     second = runs.totals(redis_client, run_id)
     assert "polled:error" not in second, second
     assert runs.pending(redis_client, run_id) == 1  # the run waits for the feed's turn: it is not skipped
+    runs.close(redis_client, run_id)  # nobody waits for this run any more: its poll is not sent again for it
     assert http_server.hits.get("/other.xml") is None  # not even asked: the whole host waits
     state = Schedule(redis_client).describe(other.id)
     assert state.get("errors", "0") == "0" and "etag" not in state  # no error, validators untouched

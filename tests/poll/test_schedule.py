@@ -1,14 +1,12 @@
-"""The due/backoff schedule and the feed list, on the real Redis."""
+"""The due/backoff schedule, on the real Redis."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import redis
 
 from worker.core.settings import Settings
-from worker.feeds.feedlist import Feed, FeedList, FeedListError, load_feeds, parse_feed_list, save_feeds
+from worker.feeds.feedlist import Feed
 from worker.poll.schedule import Answer, Schedule
 
 DAY = 86400.0
@@ -68,34 +66,6 @@ def test_removed_feeds_are_forgotten(redis_client: redis.Redis) -> None:
     assert s.feed(b.id) is None
     s.record_success(b, Answer(200), now=0)
     assert s.count_due(now=10**9) == 1  # a late report for a removed feed does not bring it back
-
-
-def test_feed_list_reloads_on_change(tmp_path: Path) -> None:
-    path = tmp_path / "feeds.yaml"
-    save_feeds(path, [Feed(url="http://example.com/a.xml", tags=("x",))])
-    fl = FeedList(path)
-    feeds, changed = fl.get()
-    assert changed and feeds[0].tags == ("x",)
-    assert fl.get()[1] is False
-    save_feeds(path, [*feeds, Feed(url="http://example.com/b.xml", interval=60)])
-    feeds, changed = fl.get()
-    assert changed and len(feeds) == 2 and load_feeds(path) == feeds
-
-
-def test_feed_list_validation() -> None:
-    assert parse_feed_list({"feeds": ["http://example.com/a", {"url": "http://example.com/a"}]})[0].url
-    with pytest.raises(FeedListError, match="feed #1"):
-        parse_feed_list({"feeds": [{"url": "ftp://example.com/x"}]})
-    with pytest.raises(FeedListError):
-        parse_feed_list({"feeds": [{"url": "http://example.com/x", "bogus": 1}]})
-    with pytest.raises(FeedListError):
-        parse_feed_list(["not", "a", "mapping"])
-
-
-def test_shipped_feed_list_is_valid() -> None:
-    feeds = load_feeds(Path(__file__).resolve().parents[2] / "config" / "feeds.yaml")
-    assert len(feeds) >= 12
-    assert len({f.language for f in feeds}) >= 4
 
 
 def _hours(*h: float) -> tuple[float, ...]:

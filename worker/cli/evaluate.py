@@ -263,15 +263,21 @@ def _row(name: str, system: str, score: Score) -> str:
     )
 
 
-def run_eval(path: Path, redis: redis.Redis) -> str:
-    """The evaluation table for one set; the last line holds our totals."""
+def run_eval(path: Path, redis: redis.Redis, progress: Callable[[int, int], None] | None = None) -> str:
+    """The evaluation table for one set; the last line holds our totals. ``progress`` hears (groups scored,
+    groups) after each group."""
     header = (
         f"{'group':<28} {'system':<12} {'pages':>5} {'precision':>9} {'recall':>7} {'f1':>7}"
         f" {'repeated':>9} {'lost':>6} {'ms/page':>8}"
     )
     out = [f"evaluation of {path}", header]
     totals = {system: Score() for system in SYSTEMS}
-    for group, scores in evaluate_groups(load_groups(path), redis):
+    groups = load_groups(path)
+    if progress is not None:
+        progress(0, len(groups))
+    for done, (group, scores) in enumerate(evaluate_groups(groups, redis), 1):
+        if progress is not None:
+            progress(done, len(groups))
         for system in SYSTEMS:
             out.append(_row(group.name, system, scores[system]))
             totals[system].add(scores[system])

@@ -1,15 +1,21 @@
-"""Counters in Redis: lifetime totals for ``ingest stats``, and per-run bookkeeping for ``ingest run --once``.
+"""Counters in Redis: lifetime totals for ``ingest stats``, and the bookkeeping of ``ingest run --once``.
 
-A run keeps the set of what is still outstanding: its feeds until their poll ends, then each article each feed
-fanned out until that task's pipeline ends (published, duplicate, already published, or dead-lettered). The same
-article fanned out by two feeds is two items: the run ends only when both tasks have. Adding and
-removing set members is idempotent, so a redelivered task can never miscount; the run is finished when the set
-is empty, whatever worker processed what.
+A run keeps the set of what is still outstanding: its feeds until each was polled (or failed with a recorded
+reason), then each article each feed fanned out until that task's pipeline ends (published, duplicate, already
+published, or dead-lettered). A poll put off because the feed's host was busy leaves its feed outstanding and comes
+back at its host's turn: a one-shot run polls every feed it was given. The same article fanned out by two
+feeds is two items: the run ends only when both tasks have. Adding and removing set members is idempotent, so a
+redelivered task can never miscount; the run is finished when the set is empty, whatever worker processed what.
+Each feed's outcome is kept beside the set, for the run's summary.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -17,6 +23,7 @@ from worker.core.keys import key
 from worker.core.messages import PageJob
 
 RUN_TTL = 7 * 86400
+WAIT_STEP = 0.2  # seconds between looks at a run's progress
 
 
 def stats_key() -> str:
@@ -25,6 +32,22 @@ def stats_key() -> str:
 
 def run_key(run_id: str) -> str:
     return key("run", run_id)
+
+
+def _todo(run_id: str) -> str:
+    return key("run", run_id, "todo")
+
+
+def _outcomes(run_id: str) -> str:
+    return key("run", run_id, "feeds")
+
+
+def _deferrals(run_id: str) -> str:
+    return key("run", run_id, "deferred")
+
+
+def _meta(run_id: str) -> str:
+    return key("run", run_id, "meta")
 
 
 def count(r: redis.Redis, field: str, amount: int = 1, run_id: str | None = None) -> None:
@@ -42,17 +65,14 @@ def totals(r: redis.Redis, run_id: str | None = None) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in sorted(raw.items())}
 
 
-def _todo(run_id: str) -> str:
-    return key("run", run_id, "todo")
-
-
 def start(r: redis.Redis, run_id: str, feed_ids: list[str]) -> None:
     pipe = r.pipeline(transaction=False)
     pipe.hset(run_key(run_id), mapping={"started": int(time.time())})
+    pipe.hset(_meta(run_id), mapping={"feeds": len(feed_ids)})
     if feed_ids:
         pipe.sadd(_todo(run_id), *(f"feed:{f}" for f in feed_ids))
-    pipe.expire(run_key(run_id), RUN_TTL)
-    pipe.expire(_todo(run_id), RUN_TTL)
+    for name in (run_key(run_id), _todo(run_id), _meta(run_id), _outcomes(run_id), _deferrals(run_id)):
+        pipe.expire(name, RUN_TTL)
     pipe.execute()
 
 
@@ -63,26 +83,41 @@ def item(job: PageJob) -> str:
 
 def open_articles(r: redis.Redis, run_id: str | None, jobs: list[PageJob]) -> None:
     if run_id and jobs:
-        r.sadd(_todo(run_id), *(item(job) for job in jobs))
-
-
-def feed_done(r: redis.Redis, run_id: str | None, feed_id: str, outcome: str) -> None:
-    """The feed's poll in the run is over, with ``outcome`` (a poll outcome, or ``removed``)."""
-    if run_id:
         pipe = r.pipeline(transaction=False)
-        pipe.hset(_feeds(run_id), feed_id, outcome)
-        pipe.expire(_feeds(run_id), RUN_TTL)
-        pipe.srem(_todo(run_id), f"feed:{feed_id}")
+        pipe.sadd(_todo(run_id), *(item(job) for job in jobs))
+        pipe.hincrby(_meta(run_id), "pages", len(jobs))
         pipe.execute()
 
 
-def feed_outcomes(r: redis.Redis, run_id: str) -> dict[str, str]:
-    """Each feed of the run whose poll is over, with its outcome."""
-    return {k.decode(): v.decode() for k, v in r.hgetall(_feeds(run_id)).items()}
+def feed_done(r: redis.Redis, run_id: str | None, feed_id: str, outcome: str = "polled", *,
+              error: str | None = None, new: int = 0) -> None:
+    """The feed's part of the run is over: its ``outcome`` (a poll outcome, or ``error`` with the reason in
+    ``error``) is recorded and it stops being outstanding."""
+    if not run_id:
+        return
+    record = {"outcome": outcome, "new": new} | ({"error": error} if error else {})
+    pipe = r.pipeline(transaction=True)  # a progress reader sees both changes or neither
+    pipe.hset(_outcomes(run_id), feed_id, json.dumps(record))
+    pipe.expire(_outcomes(run_id), RUN_TTL)
+    pipe.srem(_todo(run_id), f"feed:{feed_id}")
+    pipe.execute()
 
 
-def _feeds(run_id: str) -> str:
-    return key("run", run_id, "feeds")
+def deferred(r: redis.Redis, run_id: str | None, feed_id: str) -> bool:
+    """A run's poll was deferred (its host was busy): count it for the summary. False once the run is over
+    (nobody waits for it any more), so its poll is not sent again for the run."""
+    if not run_id or r.hget(_meta(run_id), "closed"):
+        return False
+    pipe = r.pipeline(transaction=False)
+    pipe.hincrby(_deferrals(run_id), feed_id, 1)
+    pipe.expire(_deferrals(run_id), RUN_TTL)
+    pipe.execute()
+    return True
+
+
+def close(r: redis.Redis, run_id: str) -> None:
+    """Nobody waits for the run any more: a poll of it deferred after this is not sent again."""
+    r.hset(_meta(run_id), "closed", 1)
 
 
 def article_done(r: redis.Redis, job: PageJob) -> None:
@@ -130,3 +165,97 @@ def put_off(r: redis.Redis, stage: str, amount: int = 1) -> None:
 
 def pending(r: redis.Redis, run_id: str) -> int:
     return int(r.scard(_todo(run_id)))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run has got."""
+
+    feeds: int  # feeds in the run
+    feeds_done: int  # polled, or failed with a reason
+    pages: int  # article tasks fanned out so far
+    pending: int  # outstanding items: feeds not done and pages not done
+    published: int  # messages published (an article routed to two streams counts twice)
+    duplicates: int
+    dead_letters: int  # feeds and pages
+    deferred: int  # polls put off because the host was busy (each one sent again)
+
+    @property
+    def pages_pending(self) -> int:
+        return max(0, self.pending - (self.feeds - self.feeds_done))
+
+    @property
+    def finished(self) -> bool:
+        return self.pending <= 0
+
+
+def progress(r: redis.Redis, run_id: str) -> Progress:
+    pipe = r.pipeline(transaction=True)
+    pipe.hgetall(_meta(run_id))
+    pipe.hlen(_outcomes(run_id))
+    pipe.scard(_todo(run_id))
+    pipe.hgetall(run_key(run_id))
+    meta, done, left, counts = pipe.execute()
+    counted = {k.decode(): int(v) for k, v in counts.items()}
+
+    def total(prefix: str) -> int:
+        return sum(v for k, v in counted.items() if k.startswith(prefix))
+
+    return Progress(feeds=int(meta.get(b"feeds", 0)), feeds_done=int(done), pages=int(meta.get(b"pages", 0)),
+                    pending=int(left), published=total("published:"), duplicates=total("duplicates:"),
+                    dead_letters=total("dead_letters:"), deferred=counted.get("polled:deferred", 0))
+
+
+def wait(r: redis.Redis, run_id: str, *, timeout: float, alive: Callable[[], bool] = lambda: True,
+         show: Callable[[Progress], None] = lambda _: None) -> Progress:
+    """Wait until the run is finished, ``timeout`` seconds have passed or ``alive`` says the workers are gone;
+    ``show`` gets the progress at every look. Returns the last progress."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = progress(r, run_id)
+        show(now)
+        if now.finished or time.monotonic() >= deadline or not alive():
+            return now
+        time.sleep(WAIT_STEP)
+
+
+@dataclass(frozen=True)
+class FeedRef:
+    """What a run's summary says about a feed besides its outcome."""
+
+    id: str
+    url: str
+    name: str | None = None
+
+
+def feed_outcomes(r: redis.Redis, run_id: str, feeds: Sequence[FeedRef]) -> list[dict[str, Any]]:
+    """Each feed's outcome in the run, in the order given; ``pending`` for a feed never polled (the run ended
+    first), with the number of times its host was found busy."""
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(_outcomes(run_id))
+    pipe.hgetall(_deferrals(run_id))
+    raw_outcomes, raw_deferred = pipe.execute()
+    outcomes = {k.decode(): json.loads(v) for k, v in raw_outcomes.items()}
+    deferred = {k.decode(): int(v) for k, v in raw_deferred.items()}
+    rows = []
+    for feed in feeds:
+        row: dict[str, Any] = {"url": feed.url, "name": feed.name}
+        row |= outcomes.get(feed.id, {"outcome": "pending", "new": 0})
+        row["deferred"] = deferred.get(feed.id, 0)
+        rows.append(row)
+    return rows
+
+
+def summary(r: redis.Redis, run_id: str, feeds: Sequence[FeedRef], seconds: float) -> dict[str, Any]:
+    """The JSON summary of ``ingest run --once``: ``finished`` only when every feed was polled (or failed with a
+    recorded reason) and every page it fanned out was published, marked duplicate or dead-lettered."""
+    now = progress(r, run_id)
+    counts = totals(r, run_id)
+    counts.pop("pending", None)
+    counts.pop("started", None)
+    return {
+        "run": run_id, "feeds": len(feeds), "finished": now.finished, "seconds": round(seconds, 2),
+        "counts": counts,
+        "pending": {"feeds": now.feeds - now.feeds_done, "pages": now.pages_pending},
+        "feed_outcomes": feed_outcomes(r, run_id, feeds),
+    }

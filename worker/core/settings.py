@@ -10,7 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,7 +37,9 @@ def _settings_file() -> Path | None:
 class Settings(BaseSettings):
     """All tunables of the worker. Precedence: init kwargs > environment > settings file > defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", validate_default=True)
+    # extra="forbid": a misspelt key in the settings file is an error, not a setting silently left at its default
+    # (unknown INGEST_* environment variables are not read at all)
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="forbid", validate_default=True)
 
     # --- connections ---------------------------------------------------------------------------------
     # REDIS_URL (no prefix) is the conventional name; unset means "start an embedded Redis".
@@ -147,6 +150,52 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+class SettingsError(ValueError):
+    """The settings cannot be used; the message names every problem (variable or file key, value, why)."""
+
+
+def env_name(field: str) -> str:
+    return "REDIS_URL" if field == "redis_url" else f"INGEST_{field.upper()}"
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        what = str(error["msg"]).removeprefix("Value error, ")
+        what = what[:1].lower() + what[1:]
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{field} in {path}: unknown setting")
+            continue
+        name = env_name(str(error["loc"][0])) if error["loc"] else field
+        secret = "secret" in field or field == "redis_url"  # never echo a credential
+        if name in os.environ:  # the environment wins over the file, so the bad value came from there
+            problems.append(f"{name}: {what}" if secret else f"{name}={os.environ[name]!r}: {what}")
+        else:
+            value = "" if secret else f"={error.get('input')!r}"
+            problems.append(f"{field}{value}{f' in {path}' if path is not None else ''}: {what}")
+    return "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """The settings, or a SettingsError listing every problem at once (bad values in the environment or the
+    settings file, unknown keys in the file, a settings file that is missing or not YAML)."""
+    path = _settings_file()
+    if path is not None and not path.is_file():
+        raise SettingsError(f"settings file {path} (INGEST_SETTINGS_FILE) does not exist")
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {_describe(exc, path)}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SettingsError(f"settings file {path} is not valid YAML: {problem}{where}") from exc
+    except (TypeError, ValueError) as exc:  # a YAML document that is not a mapping of settings
+        raise SettingsError(f"settings file {path}: expected 'name: value' lines, one per setting") from exc
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from worker.core.keys import key
+from worker.core.keys import digest, key
 from worker.core.settings import Settings, get_settings
 from worker.feeds.feedlist import Feed
 from worker.poll import intervals
@@ -44,6 +44,11 @@ def failing_key() -> str:
 
 def state_key(feed_id: str) -> str:
     return key("feed", feed_id)
+
+
+def invalid_key() -> str:
+    """The feed list's current problems, one line each (skipped entries, or a file that cannot be read)."""
+    return key("feeds", "invalid")
 
 
 _STATE_FIELDS = ("etag", "last_modified", "errors", "body_hash", "last_ok", "history", "ttl", "skips")
@@ -212,6 +217,22 @@ class Schedule:
             pipe.zrem(failing_key(), feed_id)
         pipe.execute()
 
+    def record_problems(self, problems: list[str]) -> bool:
+        """Keep the feed list's problems for ``ingest stats`` and the ``ingest_feeds_invalid`` metric. Returns
+        whether they differ from those recorded before, so that of all the workers reading the same file one
+        reports them, once per edit."""
+        fingerprint = digest("\n".join(problems))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(key("feeds", "invalid", "digest"), fingerprint, get=True)
+        pipe.delete(invalid_key())
+        if problems:
+            pipe.rpush(invalid_key(), *problems)
+        before = pipe.execute()[0]
+        return (before.decode() if before else digest("")) != fingerprint
+
+    def problems(self) -> list[str]:
+        return [p.decode() for p in self.r.lrange(invalid_key(), 0, -1)]
+
     def failing(self, limit: int = 100) -> list[tuple[str, int]]:
         """The feeds whose last poll failed, most consecutive errors first."""
         rows = self.r.zrevrange(failing_key(), 0, limit - 1, withscores=True)
@@ -230,10 +251,3 @@ class Schedule:
             pipe.hgetall(state_key(feed_id))
         return {fid: {k.decode(): v.decode() for k, v in raw.items()}
                 for fid, raw in zip(feed_ids, pipe.execute(), strict=True)}
-
-
-def feed_summary(feed: Feed) -> dict[str, Any]:
-    """What a fanned-out article task carries about its feed (small and JSON-safe)."""
-    summary: dict[str, Any] = feed.model_dump(
-        mode="json", include={"url", "name", "tags", "route", "language", "robots", "retry_after_scope"})
-    return summary | {"id": feed.id}
