@@ -549,11 +549,19 @@ def dead_replay(
 
 
 @app.command("eval")
-def eval_cmd(path: Path) -> None:
+def eval_cmd(
+    path: Path,
+    holdout: Annotated[str | None, typer.Option(help="'period': leave one period out (big9)")] = None,
+    cold: Annotated[bool, typer.Option(help="also each site's first page, with the fleet prior only")] = False,
+) -> None:
     """Cleaning quality on an evaluation set (../shared/eval/big9 or ../shared/eval/aeb)."""
-    from worker.cli.evaluate import run_eval
+    from worker.cli.evaluate import report
 
-    typer.echo(run_eval(path, _redis()))
+    try:
+        typer.echo(report(path, _redis(), holdout=holdout, cold=cold))
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @websub_app.command("serve")
