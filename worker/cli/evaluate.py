@@ -392,9 +392,10 @@ def report(path: Path, client: redis.Redis, *, holdout: str | None = None, cold:
 
     if holdout not in (None, "period"):
         raise ValueError(f"--holdout {holdout}: the only held-out unit is 'period'")
-    prepared = prepare(load_groups(path))
-    if holdout and any(g.period is None for g, _ in prepared):
+    groups = load_groups(path)
+    if holdout and any(g.period is None for g in groups):
         raise ValueError(f"--holdout period: {path} has no periods (use ../shared/eval/big9)")
+    prepared = prepare(groups)
     parts = []
     if holdout:
         parts.append(run_holdout(prepared, client))

@@ -1,11 +1,11 @@
 """The honest protocols of ``ingest eval``: leave one period out (``--holdout period``) and first pages (``--cold``).
 
-``--holdout period`` (big9): for each period, the fleet-wide prior is learnt from the site memories of the other
-two periods' pages, then frozen; each site of the held-out period is learnt from its own pages (as a batch, as
-in production) and cleaned. Every rule and threshold is fixed in the code, so nothing is tuned on the period it
-is scored on; the rules were developed looking at the development periods' output. Printed: each period's
-figures, the worst of each, and what each rule removed per period (lines, and how many of them are ground-truth
-lines).
+``--holdout period`` (big9): for each period, the other two are the development periods. Their sites are
+learnt (as batches, as in production) and teach the fleet-wide prior; the rules' thresholds are chosen from a
+small grid (``GRID``) by mean F1 on the development pages. Then the prior is frozen, and each site of the
+held-out period is learnt from its own pages and cleaned with the chosen thresholds: nothing learnt or tuned
+has seen the period it is scored on. Printed: each period's figures and chosen thresholds, the worst of each
+figure, and what each rule removed per period (lines, and how many of them are ground-truth lines).
 
 ``--cold``: each site's first page, alone in a fresh site memory, cleaned with only what the fleet-wide prior
 learnt from the *other* sites (with ``--holdout period``: the other sites of the other periods). This is what
@@ -22,6 +22,7 @@ import redis
 
 from worker.clean.fleet import FleetPrior
 from worker.clean.memory import SiteMemory
+from worker.clean.rules import CleanRules
 from worker.cli.evaluate import (
     Group,
     Prepared,
@@ -37,6 +38,9 @@ from worker.cli.evaluate import (
 from worker.core.settings import get_settings
 
 SYSTEMS = ("trafilatura", "ours")
+# The thresholds a held-out run may choose from: how much evidence a long line and a slot need. The code's
+# defaults (CleanRules()) are what this choice gives on all three periods.
+GRID = tuple(CleanRules(long_min_pages=long, slot_min_pages=slot) for long in (2, 3) for slot in (2, 3, 4))
 HEADER = (
     f"{'period':<8} {'system':<12} {'pages':>5} {'precision':>9} {'recall':>7} {'f1':>7}"
     f" {'repeated':>9} {'removed':>8} {'lost':>6}"
@@ -59,31 +63,69 @@ def _figures(scores: dict[str, Score]) -> tuple[float, float, float]:
     return f_ours - f_base, r_ours - r_base, removed
 
 
+def _knobs(rules: CleanRules) -> str:
+    return f"long_min_pages={rules.long_min_pages} slot_min_pages={rules.slot_min_pages}"
+
+
+def choose_rules(memory: SiteMemory, learnt: Sequence[tuple[str, list[Prepared]]]) -> CleanRules:
+    """The grid's thresholds with the best mean F1 on the learnt (development) sites; a tie goes to the more
+    cautious (the larger thresholds come last in ``GRID``)."""
+    def mean_f1(rules: CleanRules) -> float:
+        judge = SiteMemory(memory.r, memory.settings, clean_rules=rules, fleet=memory.fleet)
+        f1s = []
+        for site, pages in learnt:
+            for result, p in zip(clean_all(judge, site, pages), pages, strict=True):
+                f1s.append(score([result.text if result else ""], [p], 0.0).means()[2])
+        return sum(f1s) / max(1, len(f1s))
+
+    scored = [(round(mean_f1(rules), 6), i, rules) for i, rules in enumerate(GRID)]
+    return max(scored, key=lambda t: t[:2])[2]
+
+
+def chosen_on_all(prepared: Sequence[tuple[Group, list[Prepared]]], client: redis.Redis) -> CleanRules:
+    """What the choice gives with every page as development page (what the code's defaults should be)."""
+    run = uuid.uuid4().hex[:8]
+    namespace = f"fleet-eval-{run}-all"
+    memory = fleet_memory(client, namespace)
+    learnt = [(f"{group.site}.all-{run}", pages) for group, pages in prepared]
+    try:
+        for site, pages in learnt:
+            learn(memory, site, pages)
+        return choose_rules(memory, learnt)
+    finally:
+        for site, _ in learnt:
+            delete_site(client, site)
+        delete_fleet(client, namespace)
+
+
 def run_holdout(prepared: Sequence[tuple[Group, list[Prepared]]], client: redis.Redis) -> str:
     """Leave-one-period-out: per held-out period, the figures of both systems; then the worst period."""
     run = uuid.uuid4().hex[:8]
     periods = sorted({g.period for g, _ in prepared if g.period is not None})
     per_period: dict[str, dict[str, Score]] = {}
     tallies: dict[str, RuleTally] = {}
+    chosen: dict[str, CleanRules] = {}
     for period in periods:
         namespace = f"fleet-eval-{run}-{period}"
         memory = fleet_memory(client, namespace)
         tally = tallies[period] = RuleTally()
         scores = per_period[period] = {system: Score() for system in SYSTEMS}
+        learnt: list[tuple[str, list[Prepared]]] = []
         try:
             for group, pages in prepared:  # development periods: their sites teach the fleet-wide prior
                 if group.period != period:
-                    site = f"{group.site}.dev-{run}"
-                    try:
-                        learn(memory, site, pages)
-                    finally:
-                        delete_site(client, site)
+                    learnt.append((f"{group.site}.dev-{run}", pages))
+                    learn(memory, *learnt[-1])
+            rules = chosen[period] = choose_rules(memory, learnt)
+            for site, _ in learnt:
+                delete_site(client, site)
+            held = SiteMemory(client, memory.settings, clean_rules=rules, fleet=memory.fleet)
             for group, pages in prepared:  # the held-out period, the prior frozen
                 if group.period == period:
                     site = f"{group.site}.held-{run}"
                     try:
-                        learn(memory, site, pages, share=False)
-                        results = clean_all(memory, site, pages)
+                        learn(held, site, pages, share=False)
+                        results = clean_all(held, site, pages)
                     finally:
                         delete_site(client, site)
                     for result, p in zip(results, pages, strict=True):
@@ -91,9 +133,11 @@ def run_holdout(prepared: Sequence[tuple[Group, list[Prepared]]], client: redis.
                     scores["trafilatura"].add(score([p.baseline for p in pages], pages, 0.0))
                     scores["ours"].add(score([r.text if r else "" for r in results], pages, 0.0))
         finally:
+            for site, _ in learnt:
+                delete_site(client, site)
             delete_fleet(client, namespace)
 
-    out = ["leave-one-period-out (fleet prior learnt on the other two periods; rules fixed in the code)", HEADER]
+    out = ["leave-one-period-out (fleet prior learnt and thresholds chosen on the other two periods)", HEADER]
     for period in periods:
         for system in SYSTEMS:
             out.append(_row(period, system, per_period[period][system], per_period[period]["trafilatura"]))
@@ -101,6 +145,10 @@ def run_holdout(prepared: Sequence[tuple[Group, list[Prepared]]], client: redis.
     worst = min(periods, key=lambda p: figures[p][0])
     gain, recall, removed = figures[worst]
     out += [
+        "",
+        *(f"thresholds chosen without {period}: {_knobs(chosen[period])}" for period in periods),
+        f"thresholds chosen on all periods: {_knobs(chosen_on_all(prepared, client))}"
+        f" (the code's defaults: {_knobs(CleanRules())})",
         "",
         f"WORST period={worst} (smallest F1 gain): f1_gain={gain:+.4f} recall_change={recall:+.4f}"
         f" repeated_removed={removed:.1%}",
