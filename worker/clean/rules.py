@@ -83,10 +83,13 @@ def line_hash(normalised: str, kind: bytes = b"") -> bytes:
     return hashlib.blake2b(data, digest_size=HASH_BYTES, person=kind).digest()
 
 
+# observe and clean hash the same lines of a page: cached like the normalised forms
+@functools.lru_cache(maxsize=4096)
 def exact_hash(normalised: str) -> bytes:
     return line_hash(normalised, b"exact")
 
 
+@functools.lru_cache(maxsize=4096)
 def template_hash(normalised: str) -> bytes:
     return line_hash(mask_digits(normalised), b"template")
 
@@ -99,11 +102,13 @@ def title_hash(normalised: str) -> bytes:
     return line_hash(normalised, b"title")
 
 
+@functools.lru_cache(maxsize=1024)
 def slot_hash(slot: str) -> bytes:
     """A slot (``worker.extract.slots``) as remembered: it appeared on a page."""
     return line_hash(slot, b"slot")
 
 
+@functools.lru_cache(maxsize=1024)
 def slot_prose_hash(slot: str) -> bytes:
     """A slot that held a prose line (longer than ``CleanRules.short_words``) on a page."""
     return line_hash(slot, b"slotprose")
@@ -336,10 +341,11 @@ def lookup_stats(
         label = line_label(norm)
         digits = has_digits(norm)
         slot = slots[i] if i < len(slots) else ""
-        words = _words(norm)
-        fleet_sites = fleet.get(exact_hash(norm), 0)
-        if digits:
+        slot_pages = max(0, slot_n.get(slot_hash(slot), 0) - own) if slot else 0
+        fleet_sites = fleet.get(exact_hash(norm), 0) if fleet else 0
+        if digits and fleet:
             fleet_sites = max(fleet_sites, fleet.get(template_hash(norm), 0))
+        words = _words(norm) if slot_pages else set()  # only the slot rule asks whether a line is the headline
         out.append(
             LineStats(
                 pages=max(0, exact_counts.get(exact_hash(norm), 0) - own),
@@ -349,7 +355,7 @@ def lookup_stats(
                 headline=((form := headline_form(norm)) not in own_forms and word_count(form) >= MIN_HEADLINE_WORDS
                           and title_hash(form) in headlines),
                 label_pages=max(0, labels.get(label_hash(label), 0) - own) if label else 0,
-                slot_pages=max(0, slot_n.get(slot_hash(slot), 0) - own) if slot else 0,
+                slot_pages=slot_pages,
                 slot_prose_pages=(max(0, slot_n.get(slot_prose_hash(slot), 0) - (own if slot in prose_slots else 0))
                                   if slot else 0),
                 fleet_sites=fleet_sites,
