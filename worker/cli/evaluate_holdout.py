@@ -48,10 +48,12 @@ HEADER = (
 
 
 def _row(name: str, system: str, s: Score, base: Score) -> str:
+    """``removed``: the share of trafilatura's repeated lines that are gone ("-" for trafilatura itself, and
+    where it left none, as on single first pages)."""
     p, r, f = s.means()
-    removed = 1 - s.repeated_left / base.repeated_left if base.repeated_left else 1.0
+    removed = f"{1 - s.repeated_left / base.repeated_left:.1%}" if base.repeated_left and s is not base else "-"
     return (f"{name:<8} {system:<12} {len(s.prf):>5} {p:>9.3f} {r:>7.3f} {f:>7.3f}"
-            f" {s.repeated_left:>9} {removed:>7.1%} {s.lines_lost:>6}")
+            f" {s.repeated_left:>9} {removed:>8} {s.lines_lost:>6}")
 
 
 def _figures(scores: dict[str, Score]) -> tuple[float, float, float]:
@@ -210,6 +212,9 @@ def run_cold(prepared: Sequence[tuple[Group, list[Prepared]]], client: redis.Red
     for per in scores.values():
         for system in SYSTEMS:
             total[system].add(per[system])
+    if len(scores) > 1:
+        for system in SYSTEMS:
+            out.append(_row("all", system, total[system], total["trafilatura"]))
     gain, recall, _ = _figures(total)
     worst = min(_figures(per)[0] for per in scores.values())
     out += ["", f"COLD pages={len(total['ours'].prf)} f1_gain={gain:+.4f} recall_change={recall:+.4f}"
