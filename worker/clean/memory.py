@@ -167,7 +167,7 @@ class SiteMemory:
 
     def share(self, reply: Any, *, pipe: redis.client.Pipeline | None = None) -> list[bytes]:
         """Give the fleet-wide prior what an observe reply names (lines that have just become boilerplate on
-        the site); nothing to send, no round trip. Returns those line hashes."""
+        the site): one script call, none when the reply names nothing (most pages). Returns those hashes."""
         crossed = [bytes(h) for h in (reply or [])[1:]] if isinstance(reply, list) else []
         if crossed:
             self.fleet.share(crossed, pipe=pipe)
