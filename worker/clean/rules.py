@@ -332,20 +332,26 @@ def lookup_stats(
     labels = label_counts or {}
     slot_n = slot_counts or {}
     fleet = fleet_counts or {}
-    short_words = (rules or CleanRules()).short_words
+    rules = rules or CleanRules()
     prose_slots = {s for s, line in zip(slots, lines, strict=False)
-                   if s and word_count(normalise_line(line)) > short_words}
+                   if s and word_count(normalise_line(line)) > rules.short_words}
     out = []
     for i, line in enumerate(lines):
         norm = normalise_line(line)
         label = line_label(norm)
         digits = has_digits(norm)
         slot = slots[i] if i < len(slots) else ""
-        slot_pages = max(0, slot_n.get(slot_hash(slot), 0) - own) if slot else 0
+        slot_pages = slot_prose = 0
+        if slot:
+            slot_pages = max(0, slot_n.get(slot_hash(slot), 0) - own)
+            slot_prose = max(0, slot_n.get(slot_prose_hash(slot), 0) - (own if slot in prose_slots else 0))
         fleet_sites = fleet.get(exact_hash(norm), 0) if fleet else 0
         if digits and fleet:
             fleet_sites = max(fleet_sites, fleet.get(template_hash(norm), 0))
-        words = _words(norm) if slot_pages else set()  # only the slot rule asks whether a line is the headline
+        # whether a line is the headline matters only where its slot speaks against it (few lines)
+        title_like = False
+        if slot_pages and slot_prose <= rules.slot_max_prose_share * slot_pages and (words := _words(norm)):
+            title_like = norm in own_forms or len(words & title_words) >= TITLE_LIKE_SHARE * len(words)
         out.append(
             LineStats(
                 pages=max(0, exact_counts.get(exact_hash(norm), 0) - own),
@@ -356,11 +362,9 @@ def lookup_stats(
                           and title_hash(form) in headlines),
                 label_pages=max(0, labels.get(label_hash(label), 0) - own) if label else 0,
                 slot_pages=slot_pages,
-                slot_prose_pages=(max(0, slot_n.get(slot_prose_hash(slot), 0) - (own if slot in prose_slots else 0))
-                                  if slot else 0),
+                slot_prose_pages=slot_prose,
                 fleet_sites=fleet_sites,
-                title_like=bool(words) and (norm in own_forms
-                                            or len(words & title_words) >= TITLE_LIKE_SHARE * len(words)),
+                title_like=title_like,
             )
         )
     return out
