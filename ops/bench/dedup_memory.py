@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import os
 import random
 import sys
@@ -84,6 +85,8 @@ def bench_site_memory(r: redis.Redis, pages: int) -> None:
 
     memory = SiteMemory(r, get_settings())
     site = "bench-news.example"
+    # each line's slot (the element path of its block), where the memory learns slots too
+    with_slots = "slots" in inspect.signature(memory.observe).parameters
     rng = random.Random(3)
     vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10)))
              for _ in range(5000)]
@@ -103,7 +106,9 @@ def bench_site_memory(r: redis.Redis, pages: int) -> None:
         stamp = f"Updated at {i % 24:02d}h{i % 60:02d}"
         text = "\n".join([*template[:1], *body, *sidebar, *template[1:], stamp])
         title = headlines[i % len(headlines)] if i % 3 == 0 else sentence(8)
-        memory.observe(site, f"{i:016x}", text, title, rng.sample(headlines, 10))
+        slots = ["nav", *["body"] * len(body), *["sidebar"] * len(sidebar), "follow", "footer", "stamp"]
+        memory.observe(site, f"{i:016x}", text, title, rng.sample(headlines, 10),
+                       **({"slots": slots} if with_slots else {}))
         if i in checkpoints:
             n_keys, size = site_keys_bytes(r, site)
             print(f"site memory after {i:>6} pages: {n_keys} keys, {size} bytes (MEMORY USAGE), "

@@ -23,16 +23,20 @@ BACKGROUND = (
 
 
 class Memory:
-    """The counting of worker.clean.memory without Redis: distinct pages per hash, and the site's headlines."""
+    """The counting of worker.clean.memory without Redis: distinct pages per hash (lines, their slots, the
+    slots that held prose), the site's headlines, and a fleet prior given as sites per line hash."""
 
-    def __init__(self) -> None:
+    def __init__(self, fleet: dict[bytes, int] | None = None) -> None:
         self.exact: Counter[bytes] = Counter()
         self.template: Counter[bytes] = Counter()
         self.labels: Counter[bytes] = Counter()
+        self.slots: Counter[bytes] = Counter()
         self.titles: set[bytes] = set()
         self.pages: set[str] = set()
+        self.fleet = fleet or {}
 
-    def observe(self, page_id: str, lines: Sequence[str], title: str | None = None) -> None:
+    def observe(self, page_id: str, lines: Sequence[str], title: str | None = None,
+                slots: Sequence[str] = ()) -> None:
         if title:
             self.titles |= {clean.title_hash(v) for v in clean.title_variants(title)}
         if page_id in self.pages:
@@ -42,11 +46,16 @@ class Memory:
         self.exact.update({clean.exact_hash(n) for n in norms})
         self.template.update({clean.template_hash(n) for n in norms if clean.has_digits(n)})
         self.labels.update({clean.label_hash(lb) for lb in map(clean.line_label, norms) if lb})
+        self.slots.update({clean.slot_hash(s) for s in slots if s})
+        self.slots.update({clean.slot_prose_hash(s) for s, line in zip(slots, lines, strict=False)
+                           if s and clean.word_count(clean.normalise_line(line)) > CleanRules().short_words})
 
-    def clean(self, page_id: str, lines: Sequence[str], title: str | None = None) -> CleanResult:
+    def clean(self, page_id: str, lines: Sequence[str], title: str | None = None,
+              slots: Sequence[str] = ()) -> CleanResult:
         own = {clean.title_hash(v) for v in clean.title_variants(title)} if title else set()
         stats = clean.lookup_stats(
-            lines, title, self.exact, self.template, self.titles - own, page_id in self.pages, self.labels
+            lines, title, self.exact, self.template, self.titles - own, page_id in self.pages, self.labels,
+            slots=slots, slot_counts=self.slots, fleet_counts=self.fleet,
         )
         return clean.clean_lines(lines, stats, CleanRules())
 
@@ -131,7 +140,7 @@ def test_long_prose_line_needs_strong_evidence_and_an_edge_position() -> None:
     memory.observe("a", [PROSE[0] + " a", promo])
     memory.observe("new", page)
     assert memory.clean("new", page).removed == []
-    # Seen on four other pages and in the trailing block: boilerplate.
+    # Seen on more other pages and in the trailing block: boilerplate.
     for i in range(3):
         memory.observe(f"b{i}", [f"{PROSE[1]} {i}", promo])
     result = memory.clean("new", page)
@@ -192,3 +201,67 @@ def test_headline_behind_a_bullet_or_a_link_label_is_a_link() -> None:
     assert headline_form(normalise_line("Read also: Harbour wall repairs begin on Monday")) == headline
     # a sentence with a colon keeps its whole form unless the rest is itself a headline-length line
     assert headline_form(normalise_line("He said: yes")) == "he said: yes"
+
+
+BODY, TEASER, SUBHEAD, KICKER = "body-p", "aside-teaser", "body-h2", "header-kicker"
+
+
+def test_rotating_teaser_in_a_template_slot_is_removed_but_not_the_article() -> None:
+    # Each page of the site ends with a teaser box whose text changes every time ("... and we loved it.
+    # Photos"): no text repeats, but the slot does, and it never holds prose.
+    memory = Memory()
+    for i in range(4):
+        lines = [f"Paragraph {i} about the tram. " + PROSE[i % 3], f"Subheading number {i}",
+                 PROSE[(i + 1) % 3] + f" ({i})", f"We tested teaser gadget number {i} and we loved it. Photos"]
+        memory.observe(f"p{i}", lines, slots=[BODY, SUBHEAD, BODY, TEASER])
+    short_end = "He said the work would be done by 2030."  # a short last paragraph of the article itself
+    page = ["Tram works", *PROSE[:2], "Why the line matters", PROSE[2], short_end,
+            "Our critic tried the new folding bike and we loved it. Photos"]
+    slots = [KICKER, BODY, BODY, SUBHEAD, BODY, BODY, TEASER]
+    memory.observe("new", page, slots=slots)
+    result = memory.clean("new", page, title="Council extends the tram line north", slots=slots)
+    # the short last paragraph sits in the article's slot (prose on every page): kept; a subheading between
+    # paragraphs, in a slot that never holds prose either, is not at an edge: kept; a kicker seen on no other
+    # page: kept
+    assert removed_reasons(result) == {page[-1]: clean.SLOT}
+    # the same line without slots (a message from before slots) is left alone
+    assert memory.clean("new", page).removed == []
+
+
+def test_the_headline_slot_is_never_template_even_when_the_title_is_wrong() -> None:
+    memory = Memory()
+    for i in range(4):
+        memory.observe(f"p{i}", [f"Headline number {i} of the day", PROSE[i % 3] + f" {i}"], slots=["h", BODY])
+    page = ["Council extends the tram line north", *PROSE]
+    stats = clean.lookup_stats(page, "Council extends the tram line north - City News", {}, {}, set(), False,
+                               slots=["h", BODY, BODY, BODY], slot_counts=memory.slots)
+    assert stats[0].slot_pages == 4 and stats[0].title_like
+    assert clean.clean_lines(page, stats).removed == []
+
+
+def test_fleet_prior_cleans_a_first_page_at_its_edges_only() -> None:
+    share, comments = "Share this article", "Comments"
+    date_line = "Friday, September 18, 2009"
+    fleet = {clean.exact_hash(clean.normalise_line(share)): 5, clean.exact_hash(clean.normalise_line(comments)): 3,
+             clean.template_hash(clean.normalise_line("Monday, March 2, 2015")): 4}
+    page = [date_line, PROSE[0], share, PROSE[1], PROSE[2], comments]
+    memory = Memory(fleet)
+    memory.observe("first", page)
+    result = memory.clean("first", page)
+    # the date through its masked form and the trailing "Comments"; the line between paragraphs stays
+    assert result.removed == [(date_line, clean.FLEET), (comments, clean.FLEET)]
+    assert result.reasons == {"fleet": 2}
+    # boilerplate on two sites only: not enough
+    fleet[clean.exact_hash(clean.normalise_line(comments))] = 2
+    assert [line for line, _ in Memory(fleet).clean("first", page).removed] == [date_line]
+
+
+def test_long_template_line_at_the_edge() -> None:
+    memory = Memory()
+    footer = ("© {} Cable News Network LP, LLLP. A Time Warner Company. All Rights Reserved. Terms under which "
+              "this service is provided to you. Read our privacy guidelines.")
+    for i in range(3):
+        memory.observe(f"p{i}", [PROSE[i], footer.format(2003 + i)])
+    page = [*PROSE, footer.format(2007)]
+    memory.observe("new", page)
+    assert removed_reasons(memory.clean("new", page)) == {page[-1]: clean.TEMPLATE}

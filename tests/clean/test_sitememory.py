@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 
+from worker.clean import rules
 from worker.clean.memory import SiteMemory
 from worker.core.keys import key, site_part
 from worker.core.settings import Settings
@@ -107,3 +108,71 @@ def test_unknown_site_is_left_alone(redis_client: redis.Redis) -> None:
     result = memory.clean("nowhere.example", "x", f"{PROSE}\nFollow us", "T")
     assert result.removed == [] and result.text == f"{PROSE}\nFollow us"
     assert memory.clean("nowhere.example", "x", "", None).text == ""
+
+
+def test_slots_are_counted_with_the_lines_and_teach_the_slot_rule(redis_client: redis.Redis) -> None:
+    memory = SiteMemory(redis_client, Settings())
+    for i in range(3):
+        text = f"{PROSE} {i}\nA teaser that changes, number {i}"
+        memory.observe("slots.example", f"p{i}", text, None, slots=["body", "teaser"])
+        memory.observe("slots.example", f"p{i}", text, None, slots=["body", "teaser"])  # redelivery: once
+    (lines_key,) = [k for k in site_keys(redis_client, "slots.example") if b":lines:" in k]
+    assert int(redis_client.hget(lines_key, rules.slot_hash("teaser"))) == 3
+    assert int(redis_client.hget(lines_key, rules.slot_prose_hash("body"))) == 3
+    assert redis_client.hget(lines_key, rules.slot_prose_hash("teaser")) is None
+    page = f"{PROSE} new\nYet another teaser text"
+    result = memory.clean("slots.example", "new", page, None, slots=["body", "teaser"])
+    assert result.removed == [("Yet another teaser text", rules.SLOT)]
+    # slots that do not match the text's lines (an older message, another text) are not used
+    assert memory.clean("slots.example", "new", page, None, slots=["body"]).removed == []
+
+
+def test_fleet_prior_is_learnt_from_sites_and_cleans_a_new_sites_first_page(redis_client: redis.Redis) -> None:
+    memory = SiteMemory(redis_client, Settings())
+    footer = "Copyright 2009 Associated Press. All rights reserved."
+    shared: list[bytes] = []
+    for site in ("a.example", "b.example", "c.example"):
+        for i in range(2):  # a line that repeats on two pages of a site is boilerplate there
+            text = f"{PROSE} {site} {i}\nFriday, September {10 + i}, 2009\n{footer}"
+            shared += memory.observe(site, f"{site}-{i}", text, None) or []
+    # each site names the footer and the masked date once, on its second page
+    assert len(shared) == 3 * 3  # the footer's exact and masked forms, and the date's masked form
+    first_page = f"Thursday, October 1, 2009\n{PROSE}\n{footer.replace('2009', '2010')}"
+    memory.observe("new.example", "new-0", first_page, None)
+    result = memory.clean("new.example", "new-0", first_page, None)
+    assert result.text == PROSE and result.reasons == {rules.FLEET: 2}
+    # a site that shows the footer on one page only shares nothing
+    assert memory.observe("d.example", "d-0", f"{PROSE}\n{footer}", None) == []
+
+
+def test_fleet_keys_are_apart_from_site_keys_and_bounded(redis_client: redis.Redis) -> None:
+    settings = Settings(fleet_memory_max_lines=10)
+    memory = SiteMemory(redis_client, settings)
+    for s in range(4):
+        for i in range(2):
+            lines = [f"Boilerplate line {'abcd'[s]}{'efghijkl'[j]} of the fleet" for j in range(8)]  # 32 in all
+            memory.observe(f"s{s}.example", f"p{s}-{i}", "\n".join([PROSE, *lines]), None)
+    fleet_keys = list(redis_client.scan_iter(match=key("fleet", "*")))
+    assert len(fleet_keys) == 1 and redis_client.hlen(fleet_keys[0]) == 10 and redis_client.ttl(fleet_keys[0]) > 0
+    assert not [k for k in fleet_keys if b":site:" in k]
+    # the observe script is given the site's own keys only (one Redis Cluster slot per site)
+    pipe = redis_client.pipeline(transaction=False)
+    memory.observe("s0.example", "p-x", PROSE, "A title of several words", pipe=pipe)
+    ((args, _),) = pipe.command_stack
+    n_keys = int(args[2])
+    assert all(site_part("s0.example") in str(k) for k in args[3 : 3 + n_keys])
+
+
+def test_observe_in_a_pipeline_then_share(redis_client: redis.Redis) -> None:
+    # What the fetch task does: observe goes with its other writes, the reply is handed to share().
+    memory = SiteMemory(redis_client, Settings())
+    replies = []
+    for i in range(2):
+        pipe = redis_client.pipeline(transaction=False)
+        assert memory.observe("pipe.example", f"p{i}", f"{PROSE} {i}\nShare this article", None, pipe=pipe) is None
+        pipe.incr("unrelated")
+        replies.append(pipe.execute()[0])
+    assert memory.share(replies[0]) == []
+    assert memory.share(replies[1]) == [rules.exact_hash("share this article")]
+    (fleet_key,) = redis_client.scan_iter(match=key("fleet", "*"))
+    assert redis_client.hgetall(fleet_key) == {rules.exact_hash("share this article"): b"1"}

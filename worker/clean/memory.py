@@ -1,101 +1,66 @@
 """Per-site memory of lines and headlines in Redis, shared by all workers, feeding ``worker.clean.rules``.
 
 For each site (registered domain) it counts on how many distinct pages each normalised line, its
-digit-masked form and its "Label:" lead-in appeared, and remembers the headlines of the site's articles. Only
-8-byte hashes are stored. Memory is bounded: counts live in time buckets (``site_memory_bucket_hours``) of
-which the last ``site_memory_buckets`` are read and kept (older ones expire, so an old sidebar is forgotten),
-each bucket holds at most ``site_memory_max_lines`` hashes and learns from at most ``site_memory_max_pages``
-pages, and the headline set is capped and expires.
+digit-masked form, its "Label:" lead-in and its slot (the element path of its block, ``worker.extract.slots``)
+appeared, and on how many a slot held prose, and remembers the headlines of the site's articles. Only 8-byte
+hashes are stored. Lines that become boilerplate on the site are shared with the fleet-wide prior
+(``worker.clean.fleet``), which :meth:`SiteMemory.clean` reads too.
 
-Observing is one atomic script call, idempotent per page id across all live buckets (task redelivery never
-double counts); the lookup in :meth:`SiteMemory.clean` is one pipeline.
+Memory is bounded: counts live in time buckets (``site_memory_bucket_hours``) of which the last
+``site_memory_buckets`` are read and kept (older ones expire, so an old sidebar is forgotten), each bucket holds
+at most ``site_memory_max_lines`` hashes and learns from at most ``site_memory_max_pages`` pages, and the
+headline set is capped and expires.
+
+Observing is one atomic script call (``lua/observe.lua``), idempotent per page id across all live buckets (task
+redelivery never double counts); the lookup in :meth:`SiteMemory.clean` is one pipeline.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
 
 from worker.clean import rules
+from worker.clean.fleet import SHARE_AT, FleetPrior
 from worker.clean.rules import CleanResult, CleanRules
 from worker.core.keys import digest, key, site_part
+from worker.core.redisconn import lua
 from worker.core.settings import Settings, get_settings
 
-# KEYS: page sets of the live buckets (current first), current line hash, headline zset.
-# ARGV: page digest, max pages, max lines, bucket ttl, now, headline ttl, max headlines, n line fields,
-#       line fields..., headline members...
-# Returns 1 when the page was learnt, 0 when it was already known, 2 when the bucket is full of pages.
-_OBSERVE = """
-local n_buckets = #KEYS - 2
-local lines_key = KEYS[n_buckets + 1]
-local titles_key = KEYS[n_buckets + 2]
-local page = ARGV[1]
-local max_pages = tonumber(ARGV[2])
-local max_lines = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
-local now = tonumber(ARGV[5])
-local title_ttl = tonumber(ARGV[6])
-local max_titles = tonumber(ARGV[7])
-local n_fields = tonumber(ARGV[8])
 
-local n_titles = #ARGV - 8 - n_fields
-if n_titles > 0 then
-  for i = 9 + n_fields, #ARGV do
-    redis.call('ZADD', titles_key, now, ARGV[i])
-  end
-  redis.call('ZREMRANGEBYSCORE', titles_key, '-inf', now - title_ttl)
-  local extra = redis.call('ZCARD', titles_key) - max_titles
-  if extra > 0 then
-    redis.call('ZREMRANGEBYRANK', titles_key, 0, extra - 1)
-  end
-  redis.call('EXPIRE', titles_key, math.ceil(title_ttl))
-end
-
-for i = 1, n_buckets do
-  if redis.call('SISMEMBER', KEYS[i], page) == 1 then
-    return 0
-  end
-end
-if redis.call('SCARD', KEYS[1]) >= max_pages then
-  return 2
-end
-redis.call('SADD', KEYS[1], page)
-redis.call('EXPIRE', KEYS[1], ttl)
-
-local size = redis.call('HLEN', lines_key)
-for i = 9, 8 + n_fields do
-  if size < max_lines then
-    if redis.call('HINCRBY', lines_key, ARGV[i], 1) == 1 then
-      size = size + 1
-    end
-  elseif redis.call('HEXISTS', lines_key, ARGV[i]) == 1 then
-    redis.call('HINCRBY', lines_key, ARGV[i], 1)
-  end
-end
-if n_fields > 0 then
-  redis.call('EXPIRE', lines_key, ttl)
-end
-return 1
-"""
+def _aligned(slots: Sequence[str], lines: Sequence[str]) -> Sequence[str]:
+    """The slots if there is one per line, else none (a message from before slots, or a different text)."""
+    return slots if len(slots) == len(lines) else ()
 
 
-def _page_fields(lines: Iterable[str]) -> list[bytes]:
-    """Distinct exact, template and label hashes of one page: a line counts once per page."""
-    fields: set[bytes] = set()
-    for norm in {rules.normalise_line(line) for line in lines}:
+def _page_fields(lines: Sequence[str], slots: Sequence[str], short_words: int) -> tuple[list[bytes], list[bytes]]:
+    """Distinct hashes of one page (a line counts once per page): the exact and template hashes of its short
+    lines, which the site shares with the fleet once they repeat, and the rest (long lines, labels, slots)."""
+    shareable: set[bytes] = set()
+    other: set[bytes] = set()
+    prose_slots: set[str] = set()
+    for line, slot in itertools.zip_longest(lines, slots, fillvalue=""):
+        norm = rules.normalise_line(line)
         if not norm:
             continue
-        fields.add(rules.exact_hash(norm))
+        words = rules.word_count(norm)
+        if slot and words > short_words:
+            prose_slots.add(slot)
+        target = shareable if 0 < words <= short_words else other
+        target.add(rules.exact_hash(norm))
         if rules.has_digits(norm):
-            fields.add(rules.template_hash(norm))
+            target.add(rules.template_hash(norm))
         label = rules.line_label(norm)
         if label:
-            fields.add(rules.label_hash(label))
-    return sorted(fields)
+            other.add(rules.label_hash(label))
+    other.update(rules.slot_hash(s) for s in slots if s)
+    other.update(rules.slot_prose_hash(s) for s in prose_slots)
+    return sorted(shareable), sorted(other - shareable)
 
 
 class SiteMemory:
@@ -108,12 +73,14 @@ class SiteMemory:
         *,
         clean_rules: CleanRules | None = None,
         clock: Callable[[], float] = time.time,
+        fleet: FleetPrior | None = None,
     ) -> None:
         self.r = redis
         self.settings = settings or get_settings()
         self.rules = clean_rules or CleanRules()
         self.clock = clock
-        self._observe = self.r.register_script(_OBSERVE)
+        self.fleet = fleet or FleetPrior(redis, self.settings, clock=clock)
+        self._observe = self.r.register_script(lua("worker.clean", "observe"))
 
     # --- keys -------------------------------------------------------------------------------------------
 
@@ -160,12 +127,19 @@ class SiteMemory:
         title: str | None,
         other_titles: Iterable[str] = (),
         *,
+        slots: Sequence[str] = (),
         pipe: redis.client.Pipeline | None = None,
-    ) -> None:
-        """Learn a page's lines (once per page id) and the site's headlines (its own, the feed's others).
-        With ``pipe`` the call is queued there, to go with the caller's other commands."""
+    ) -> list[bytes] | None:
+        """Learn a page's lines and their slots (once per page id) and the site's headlines (its own, the
+        feed's others). ``slots`` is ``Extracted.slots``, aligned with the text's lines (may be empty).
+
+        Without ``pipe``: runs at once, shares with the fleet-wide prior the lines that have just become
+        boilerplate on this site (a second round trip, only then) and returns them. With ``pipe`` the call is
+        queued there, to go with the caller's other commands, and returns None: pass its reply from the
+        pipeline's results to :meth:`share`."""
         buckets = self._buckets()
-        fields = _page_fields(rules.page_lines(text))
+        lines = rules.page_lines(text)
+        shareable, other = _page_fields(lines, _aligned(slots, lines), self.rules.short_words)
         titles: set[bytes] = set()
         for headline in (title or "", *other_titles):
             if headline:
@@ -180,11 +154,25 @@ class SiteMemory:
             self.clock(),
             self.settings.site_titles_ttl_hours * 3600.0,
             self.settings.site_titles_max,
-            len(fields),
-            *fields,
+            SHARE_AT,
+            len(shareable) + len(other),
+            len(shareable),
+            *shareable,
+            *other,
             *sorted(titles),
         ]
-        self._observe(keys=keys, args=args, client=pipe or self.r)
+        if pipe is not None:
+            self._observe(keys=keys, args=args, client=pipe)
+            return None
+        return self.share(self._observe(keys=keys, args=args, client=self.r))
+
+    def share(self, reply: Any, *, pipe: redis.client.Pipeline | None = None) -> list[bytes]:
+        """Give the fleet-wide prior what an observe reply names (lines that have just become boilerplate on
+        the site): one script call, none when the reply names nothing (most pages). Returns those hashes."""
+        crossed = [bytes(h) for h in (reply or [])[1:]] if isinstance(reply, list) else []
+        if crossed:
+            self.fleet.share(crossed, pipe=pipe)
+        return crossed
 
     def pages_seen(self, site: str) -> int:
         """Pages the site memory currently learns from (the live buckets)."""
@@ -197,16 +185,23 @@ class SiteMemory:
         """Too little evidence yet about this site: its pages should wait for the rest of their batch."""
         return self.pages_seen(site) < self.settings.clean_min_pages
 
-    def clean(self, site: str, page_id: str, text: str, title: str | None) -> CleanResult:
-        """Remove the site's boilerplate lines from ``text`` using what the memory knows (one pipeline)."""
+    def clean(self, site: str, page_id: str, text: str, title: str | None, *,
+              slots: Sequence[str] = ()) -> CleanResult:
+        """Remove the site's boilerplate lines from ``text`` using what the site memory and the fleet-wide
+        prior know (one pipeline). ``slots``: as for :meth:`observe`."""
         lines = rules.page_lines(text)
         if not lines:
             return CleanResult(text="")
+        slots = _aligned(slots, lines)
         norms = [rules.normalise_line(line) for line in lines]
         exact = {rules.exact_hash(n) for n in norms}
         template = {rules.template_hash(n) for n in norms if rules.has_digits(n)}
         labels = {rules.label_hash(lb) for lb in (rules.line_label(n) for n in norms) if lb}
-        fields = sorted(exact | template | labels)
+        slot_fields = {rules.slot_hash(s) for s in slots if s} | {rules.slot_prose_hash(s) for s in slots if s}
+        fields = sorted(exact | template | labels | slot_fields)
+        short = [n for n in norms if 0 < rules.word_count(n) <= self.rules.short_words]
+        fleet_fields = sorted({rules.exact_hash(n) for n in short}
+                              | {rules.template_hash(n) for n in short if rules.has_digits(n)})
         candidates = sorted({rules.title_hash(n) for n in rules.headline_lines(lines, title)})
 
         buckets = self._buckets()
@@ -218,6 +213,7 @@ class SiteMemory:
             pipe.sismember(self._pages_key(site, b), member)
         if candidates:
             pipe.zmscore(self._titles_key(site), candidates)  # type: ignore[arg-type]  # bytes members
+        n_fleet = self.fleet.queue_lookup(pipe, fleet_fields)
         replies = pipe.execute()
 
         counts: dict[bytes, int] = dict.fromkeys(fields, 0)
@@ -226,13 +222,16 @@ class SiteMemory:
                 if v is not None:
                     counts[f] += int(v)
         self_observed = any(bool(x) for x in replies[len(buckets) : 2 * len(buckets)])
+        at = 2 * len(buckets)
         headlines: set[bytes] = set()
         if candidates:
             oldest = self.clock() - self.settings.site_titles_ttl_hours * 3600.0
-            scores = replies[2 * len(buckets)]
+            scores = replies[at]
+            at += 1
             headlines = {
                 h for h, s in zip(candidates, scores, strict=True) if s is not None and float(s) >= oldest
             }
+        fleet_counts = self.fleet.counts(fleet_fields, replies[at : at + n_fleet])
 
         stats = rules.lookup_stats(
             lines,
@@ -242,5 +241,9 @@ class SiteMemory:
             headlines=headlines,
             self_observed=self_observed,
             label_counts={h: counts[h] for h in labels},
+            slots=slots,
+            slot_counts={h: counts[h] for h in slot_fields},
+            fleet_counts=fleet_counts,
+            rules=self.rules,
         )
         return rules.clean_lines(lines, stats, self.rules)

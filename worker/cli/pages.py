@@ -40,9 +40,13 @@ def extract(url_or_file: Annotated[str, typer.Argument(help="http(s) URL or loca
     typer.echo(json.dumps(article.message(), ensure_ascii=False, indent=2))
 
 
-def eval_cmd(path: Path) -> None:
+def eval_cmd(
+    path: Path,
+    holdout: Annotated[str | None, typer.Option(help="'period': leave one period out (big9)")] = None,
+    cold: Annotated[bool, typer.Option(help="also each site's first page, with the fleet prior only")] = False,
+) -> None:
     """Cleaning quality on an evaluation set (../shared/eval/big9 or ../shared/eval/aeb)."""
-    from worker.cli.evaluate import run_eval
+    from worker.cli.evaluate import report
     from worker.cli.progress import count_display
 
     if not path.is_dir():
@@ -50,7 +54,7 @@ def eval_cmd(path: Path) -> None:
     r = connect()
     try:
         with count_display(interactive(), "groups scored") as show:
-            report = run_eval(path, r, progress=show)
-    except FileNotFoundError as exc:  # a folder that is not an evaluation set
+            text = report(path, r, holdout=holdout, cold=cold, progress=show)
+    except (FileNotFoundError, ValueError) as exc:  # not an evaluation set, or a protocol it cannot run
         raise CliError(str(exc), USAGE) from exc
-    typer.echo(report)
+    typer.echo(text)

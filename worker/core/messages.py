@@ -91,6 +91,7 @@ class ExtractedText(_Message):
     language: str | None = None
     sitename: str | None = None
     description: str | None = None
+    slots: list[str] = Field(default_factory=list)  # where each text line sat in the page (site memory)
 
 
 class PreparedArticle(_Message):

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     site_memory_max_pages: int = 5_000  # pages one bucket of one site learns from; later ones are not learnt
     site_titles_max: int = 5_000  # headlines of other articles remembered per site
     site_titles_ttl_hours: float = 72.0
+    fleet_memory_max_lines: int = 200_000  # distinct line hashes one bucket of the fleet-wide prior may hold
 
     # --- publishing -------------------------------------------------------------------------------------
     default_stream: str = "articles"

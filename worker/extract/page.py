@@ -27,6 +27,7 @@ from trafilatura.settings import Document, set_date_params
 from trafilatura.utils import load_html
 
 from worker.extract.byline import body_author
+from worker.extract.slots import line_slots
 
 # trafilatura logs every discarded page at WARNING; a short or empty page is an expected outcome here.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
@@ -65,6 +66,8 @@ class Extracted:
     sitename: str | None
     description: str | None
     text: str
+    # per line of ``text``, the slot its block sat in (worker.extract.slots; "" where unknown)
+    slots: tuple[str, ...] = ()
 
 
 def _clean_field(value: object) -> str | None:
@@ -144,6 +147,10 @@ def extract_page(html: str | bytes, url: str | None = None, *, date_search: bool
     text = _paragraph_lines(document.text or "")
     if not text:
         return None
+    try:
+        slots = line_slots(tree, text.split("\n"))
+    except Exception:  # the text is what matters; a page whose structure defeats the mapping has no slots
+        slots = ()
     return Extracted(
         title=_clean_field(meta.title),
         author=_clean_field(meta.author),
@@ -152,4 +159,5 @@ def extract_page(html: str | bytes, url: str | None = None, *, date_search: bool
         sitename=_clean_field(meta.sitename),
         description=_clean_field(meta.description),
         text=text,
+        slots=slots,
     )

@@ -40,7 +40,7 @@ def should_hold(ctx: Context, prepared: PreparedArticle) -> bool:
 def build_article(ctx: Context, prepared: PreparedArticle) -> Article:
     """The clean article: the site memory's cleaning applied to the extracted text, with its metadata."""
     ex, job = prepared.extracted, prepared.job
-    cleaned = ctx.sites.clean(prepared.site, job.article_id, ex.text, ex.title)
+    cleaned = ctx.sites.clean(prepared.site, job.article_id, ex.text, ex.title, slots=ex.slots)
     if cleaned.removed:
         log.debug("lines_removed", removed=[{"line": line, "reason": why} for line, why in cleaned.removed])
     for reason, n in cleaned.reasons.items():
@@ -105,7 +105,7 @@ def process_html(ctx: Context, html: str, url: str, *, feed: Feed | None = None)
         raise ValueError("no main text found")
     site = site_of(url)
     aid = article_id(canonical)
-    ctx.sites.observe(site, aid, extracted.text, extracted.title, ())
+    ctx.sites.observe(site, aid, extracted.text, extracted.title, (), slots=extracted.slots)
     job = PageJob(article_id=aid, url=url, canonical_url=canonical, feed=feed_info(feed))
     prepared = PreparedArticle(
         job=job, final_url=url, site=site, fetched_at=now_iso(),
