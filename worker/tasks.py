@@ -35,7 +35,7 @@ from worker.core.messages import FetchedPage, PageJob, PreparedArticle
 from worker.core.redisconn import OneTrip, get_redis
 from worker.dedup.claims import Claim, claim, release
 from worker.download import handoff
-from worker.download.step import download
+from worker.download.step import download, warm_robots
 from worker.extract.step import extract
 from worker.feeds import sync as feedsync
 from worker.feeds.feedlist import Feed, FeedList
@@ -169,6 +169,7 @@ def poll_feed(self: Task, feed_id: str, run_id: str | None = None, host_busy: in
                 runs.put_off(c.r, "poll")
             done = None
             return 0
+        warm_robots(c, result.jobs)
         fan_out(c, result.jobs, run_id)
         # while a hub pushes this feed's entries, polling is only the safety net, at the feed's ceiling
         push = websub.enabled(c.settings) and websub.push_active(c.r, feed.id)

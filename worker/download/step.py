@@ -15,7 +15,7 @@ from worker import metrics
 from worker.core.errors import RetryLater
 from worker.core.messages import FetchedPage, PageJob, now_iso
 from worker.download import handoff
-from worker.download.robots import UNAVAILABLE_SECONDS
+from worker.download.robots import UNAVAILABLE_SECONDS, robots_url
 from worker.net.fetch import FetchError
 from worker.net.politeness import HostBusy, retry_after_scope
 
@@ -67,6 +67,20 @@ def _message(job: PageJob, stored: handoff.StoredPage, owner: str, size: int) ->
     return FetchedPage(job=job, final_url=stored.final_url, fetched_at=stored.fetched_at,
                        body_key=handoff.page_key(job.article_id), body_bytes=size, charset=stored.charset,
                        owner=owner)
+
+
+def warm_robots(ctx: Context, jobs: list[PageJob]) -> None:
+    """Before a poll fans out its pages, fetch the robots.txt of their hosts that the fleet does not have yet,
+    once (a poll's pages arrive together: without this, all but one would find the file being fetched and be
+    put off). A busy host or an unreachable file is left to the pages' own check."""
+    if not ctx.settings.robots_obey:
+        return
+    origins = {robots_url(job.url): job.url for job in jobs if job.feed.robots is not False}
+    for url in origins.values():
+        try:
+            ctx.robots.check(url)
+        except HostBusy:
+            pass
 
 
 def robots_permit(ctx: Context, job: PageJob, *, final_attempt: bool) -> bool:

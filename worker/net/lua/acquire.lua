@@ -48,9 +48,14 @@ if busy then
 end
 local soon = math.max(free_at, nxt, now + 0.02)
 
+if reserved > 0 then
+  -- its turn came but the host is still busy (an answer slower than expected): it keeps its place and is told
+  -- when the host should have room
+  return {0, tostring(soon - now), tostring(reserved)}
+end
+
 -- A turn at the end of the host's queue, spaced by the rate or, when concurrency is the limit, by one slot's
--- share of the latency. A caller whose turn came while the host was still busy (an answer slower than
--- expected) gets a new one the same way: handing it "soon" would send every such caller back at once.
+-- share of the latency.
 local spacing = interval
 if busy and latency / limit > spacing then spacing = latency / limit end
 local start = math.max(soon, tail)
