@@ -9,6 +9,7 @@ the killed worker's unacknowledged messages come back after the visibility timeo
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def wait_visibility(s: Stack) -> None:
     assert unacked, "the kill left no unacknowledged message"
     newest = max(score for _, score in unacked)
     time.sleep(max(0.0, newest + VISIBILITY + 1 - time.time()))
+
+
+def wait_crash(s: Stack, victim: subprocess.Popen[bytes], name: str) -> None:
+    """Until the worker under test has killed itself at its crash point."""
+    deadline = time.monotonic() + 90
+    while victim.poll() is None:
+        assert time.monotonic() < deadline, "the crash point was never reached: " + s.log_tail(name)
+        time.sleep(0.1)
 
 
 def crash_env(tmp: Path, point: str) -> dict[str, str]:
@@ -82,10 +91,7 @@ def test_download_worker_killed_after_handing_over(tmp_path: Path, http_server: 
         victim = s.start_worker("download", stage="download", concurrency=1, app="tests.e2e.crash_app",
                                 env=crash_env(tmp_path, "postrun:worker.tasks.fetch_article"))
         run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="handed-over")])
-        deadline = time.monotonic() + 90
-        while victim.poll() is None:
-            assert time.monotonic() < deadline, "the crash point was never reached: " + s.log_tail("download")
-            time.sleep(0.1)
+        wait_crash(s, victim, "download")
         assert (tmp_path / "crashed").exists()
         wait_visibility(s)
         s.start_worker("download2", stage="download", concurrency=4)
@@ -113,10 +119,7 @@ def test_extract_worker_killed_mid_extraction(tmp_path: Path, http_server: Local
         victim = s.start_worker("extract", stage="extract", concurrency=1, app="tests.e2e.crash_app",
                                 env=crash_env(tmp_path, "prerun:worker.tasks.extract_article"))
         run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="extract-killed")])
-        deadline = time.monotonic() + 90
-        while victim.poll() is None:
-            assert time.monotonic() < deadline, "the crash point was never reached: " + s.log_tail("extract")
-            time.sleep(0.1)
+        wait_crash(s, victim, "extract")
         assert not s.published()
         wait_visibility(s)
         s.start_worker("extract2", stage="extract", concurrency=1)
@@ -146,10 +149,7 @@ def test_extract_worker_killed_after_publishing_before_the_ack(tmp_path: Path, h
         victim = s.start_worker("extract", stage="extract", concurrency=1, app="tests.e2e.crash_app",
                                 env=crash_env(tmp_path, "postrun:worker.tasks.extract_article"))
         run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="published-then-killed")])
-        deadline = time.monotonic() + 90
-        while victim.poll() is None:
-            assert time.monotonic() < deadline, "the crash point was never reached: " + s.log_tail("extract")
-            time.sleep(0.1)
+        wait_crash(s, victim, "extract")
         assert len(s.published()) == 1, "the first article should be on the stream when the worker dies"
         wait_visibility(s)
         s.start_worker("extract2", stage="extract", concurrency=1)
