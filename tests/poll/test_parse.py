@@ -4,7 +4,6 @@ way the pipeline gets them."""
 from __future__ import annotations
 
 import gzip
-import time
 
 import pytest
 
@@ -265,9 +264,8 @@ def test_billion_laughs_and_external_entities(http_server: LocalServer) -> None:
             '<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
             '<rss version="2.0"><channel><title>&l9;</title>'
             + item("a", "http://e.com/a", "&xxe;") + "</channel></rss>")
-    started = time.monotonic()
     feed = serve(http_server, bomb.encode())
-    assert time.monotonic() - started < 5
+    # expanded, the title would be a billion characters long (and the test would not finish)
     assert len(feed.title) < 1000 and "root:" not in feed.entries[0].title
 
 
