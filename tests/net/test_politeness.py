@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,14 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.test_scaling import private, send_polls, spawn, stop, wait_for  # noqa: F401 - private is a fixture
+from tests.e2e.test_scaling import (  # noqa: F401 - private is a fixture
+    private,
+    send_polls,
+    spawn,
+    stop,
+    wait_for,
+    wait_ready,
+)
 from tests.pipeline_helpers import poll_and_wait, published
 from worker.core import runs
 from worker.core.settings import Settings
@@ -109,42 +117,43 @@ def test_pause_blocks_the_host_only_and_never_shortens(redis_client: redis.Redis
     assert other is not None
 
 
-def count_grants(polite: Politeness, seconds: float, threads: int = 4) -> tuple[int, float]:
-    """Hammer one host from several threads for about ``seconds``; returns (grants, elapsed wall time)."""
-    grants = 0
+def race_for_slots(make: Callable[[], Politeness], callers: int = 8) -> list[tuple[str | None, float]]:
+    """``callers`` limiters (as many workers) ask for the host at the same instant; their answers."""
+    barrier = threading.Barrier(callers)
+    answers: list[tuple[str | None, float]] = []
     lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
 
-    def hammer() -> None:
-        nonlocal grants
-        while time.monotonic() < stop_at:
-            token, _ = polite.try_acquire(HOST)
-            if token is not None:
-                polite.release(HOST, token)
-                with lock:
-                    grants += 1
+    def ask(polite: Politeness) -> None:
+        barrier.wait()
+        answer = polite.try_acquire(HOST)
+        with lock:
+            answers.append(answer)
 
-    started = time.monotonic()
-    workers = [threading.Thread(target=hammer) for _ in range(threads)]
-    for t in workers:
+    threads = [threading.Thread(target=ask, args=(make(),)) for _ in range(callers)]
+    for t in threads:
         t.start()
-    for t in workers:
+    for t in threads:
         t.join()
-    return grants, time.monotonic() - started
+    return answers
 
 
 def test_rate_spaces_requests_across_all_callers(redis_client: redis.Redis) -> None:
-    # Grants are at least 1/rate apart on Redis's clock, all inside the measured span: a count bound that a
-    # slow machine can only make smaller, never break.
-    grants, elapsed = count_grants(limiter(redis_client, host_rate=10, host_concurrency=100), 1.0)
-    assert 2 <= grants <= elapsed * 10 + 1, (grants, elapsed)
+    """One request per 100 s: of eight workers asking at once, with slots to spare, exactly one is let through,
+    and the others are told to wait the spacing out (on Redis's clock), not just to try again."""
+    answers = race_for_slots(lambda: limiter(redis_client, host_rate=0.01, host_concurrency=100))
+    granted = [token for token, _ in answers if token is not None]
+    assert len(granted) == 1, answers
+    assert all(90 < wait <= 100 for token, wait in answers if token is None), answers
+    token, _ = limiter(redis_client, host_rate=0.01, host_concurrency=100).try_acquire("other.example")
+    assert token is not None  # the spacing is per host
 
 
 def test_crawl_delay_slows_the_host_below_the_configured_rate(redis_client: redis.Redis) -> None:
-    polite = limiter(redis_client, host_rate=100, host_concurrency=100)
-    polite.set_crawl_delay(HOST, 0.5, ttl=60)
-    grants, elapsed = count_grants(polite, 1.2)
-    assert 1 <= grants <= elapsed * 2 + 1, (grants, elapsed)
+    """A 50 s Crawl-delay outranks a rate of 100 a second: after one grant, every caller waits the delay."""
+    limiter(redis_client).set_crawl_delay(HOST, 50, ttl=60)
+    answers = race_for_slots(lambda: limiter(redis_client, host_rate=100, host_concurrency=100))
+    assert len([token for token, _ in answers if token is not None]) == 1, answers
+    assert all(40 < wait <= 50 for token, wait in answers if token is None), answers
 
 
 # --- the fleet -------------------------------------------------------------------------------------------------
@@ -194,6 +203,7 @@ def test_per_host_limit_holds_across_two_worker_processes(private: tuple[str, re
                       "--without-gossip", "--without-mingle"], url, tmp_path / f"w{i}.log", **env)
                for i in range(2)]
     try:
+        wait_ready(url, ["polite0", "polite1"], workers)  # both fleets' members compete from the first page
         run_id = send_polls(url, r, [Feed(url=site.feed_url)])
         wait_for(lambda: runs.pending(r, run_id) == 0 and r.exists(runs.run_key(run_id)), 180, "the run")
         articles = published(r)
