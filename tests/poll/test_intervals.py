@@ -177,3 +177,35 @@ def test_the_last_hour_of_the_search_window_is_still_found() -> None:
     when = at("2026-03-04T10:00:00")  # wednesday
     days = frozenset(d for d in DAYS if d != "tuesday")
     assert skip_allowed(when, frozenset(h for h in range(24) if h != 9), days) == at("2026-03-10T09:00:00")
+
+
+def test_the_mean_gap_does_not_depend_on_when_the_history_starts() -> None:
+    history = [1_000_000.0, 1_000_600.0, 1_001_200.0]
+    assert adaptive_interval(history, now=1_001_200.0, default=900.0, limits=LIMITS) == 600.0
+
+
+def test_a_zero_global_floor_stays_zero() -> None:
+    assert bounds(0.0, 100.0, None, None) == Bounds(0.0, 100.0)
+
+
+def test_short_server_signals_count_too() -> None:
+    assert server_delay(0.5, None, cap=100.0) == 0.5
+
+
+def test_a_skipped_hour_moves_to_the_exact_start_of_the_next_one() -> None:
+    when = at("2026-03-04T10:17:05") + 0.25  # a fraction of a second too
+    assert skip_allowed(when, frozenset({10}), frozenset()) == at("2026-03-04T11:00:00")
+
+
+def test_skip_hours_are_utc_whatever_the_machines_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        when = at("2026-03-04T10:17:05")
+        assert skip_allowed(when, frozenset({10, 11}), frozenset()) == at("2026-03-04T12:00:00")
+        assert skip_allowed(when, frozenset(), frozenset({"wednesday"})) == at("2026-03-05T00:00:00")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
