@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_a_url_courlan_cannot_normalise_is_refused(monkeypatch: pytest.MonkeyPat
         raise ValueError("no")
 
     monkeypatch.setattr(courlan, "normalize_url", broken)
-    with pytest.raises(InvalidURL, match="cannot normalise 'http://e.com/a': no"):
+    with pytest.raises(InvalidURL, match=re.escape("cannot normalise 'http://e.com/a': no")):
         canonicalize("http://e.com/a")
 
 
@@ -87,3 +88,28 @@ def test_article_id_is_16_hex_of_sha256() -> None:
 ])
 def test_redact_url_hides_passwords_only(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_an_empty_url_is_refused_as_empty() -> None:
+    for empty in ("", None):
+        with pytest.raises(InvalidURL) as info:
+            canonicalize(empty)  # type: ignore[arg-type]
+        assert str(info.value) == "not an http(s) URL: ''"
+
+
+def test_a_long_url_that_cannot_be_normalised_is_named_by_its_first_200_characters(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import courlan
+
+    def broken(url: str, **_: object) -> str:
+        raise ValueError("no")
+
+    monkeypatch.setattr(courlan, "normalize_url", broken)
+    long = "http://e.com/" + "a" * 300
+    with pytest.raises(InvalidURL) as info:
+        canonicalize(long)
+    assert str(info.value) == f"cannot normalise {long[:200]!r}: no"
+
+
+def test_redact_url_without_a_host() -> None:
+    assert redact_url("http://u:p@/x") == "http://u:***@/x"
