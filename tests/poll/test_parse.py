@@ -281,3 +281,82 @@ def test_bare_guid_is_not_taken_for_a_link() -> None:
     parsed = parse_feed(body, url="http://example.com/news/feed.xml")
     assert [e.link for e in parsed.entries] == ["http://example.com/story/2"]
     assert parsed.skipped[0][1] == "no_link"
+
+
+# --- parse_feed on its own: the details a feed's fields go through ----------------------------------------------
+
+BASE = "http://example.com/news/feed.xml"
+ATOM = 'xmlns:atom="http://www.w3.org/2005/Atom"'
+
+
+def parsed(body: str) -> ParsedFeed:
+    return parse_feed(body.encode(), url=BASE)
+
+
+def test_websub_hub_and_self_are_the_first_usable_ones_made_absolute() -> None:
+    channel = ("<title>t</title>"
+               '<atom:link rel="alternate" href="http://example.com/"/>'
+               '<atom:link rel="hub" href="javascript:alert(1)"/>'
+               '<atom:link rel="hub" href="http://hub.example/with space"/>'
+               f'<atom:link rel="hub" href="http://hub.example/{"x" * 4100}"/>'
+               '<atom:link rel="hub" href="/websub/hub"/>'
+               '<atom:link rel="hub" href="https://second.example/hub"/>'
+               '<atom:link rel="self" href="HTTPS://example.com/news/feed.xml"/>')
+    feed = parsed(rss(item("a", "http://example.com/a"), channel=channel, extra_ns=" " + ATOM))
+    assert feed.hub == "http://example.com/websub/hub"
+    assert feed.self_url == "HTTPS://example.com/news/feed.xml"
+
+
+def test_a_feed_without_hub_links_has_none() -> None:
+    feed = parsed(rss(item("a", "http://example.com/a"), channel='<title>t</title><atom:link rel="self" href="'
+                      'ftp://example.com/f"/>', extra_ns=" " + ATOM))
+    assert (feed.hub, feed.self_url) == (None, None)
+
+
+def test_an_entrys_link_may_come_from_its_alternate_link_element() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            '<entry><id>1</id><title>a</title><link rel="enclosure" href="http://example.com/a.mp3"/>'
+            '<link href="http://example.com/a"/></entry>'
+            '<entry><id>2</id><title>b</title><link rel="enclosure" href="http://example.com/b.mp3"/></entry>'
+            "</feed>")
+    feed = parsed(atom)
+    assert [e.link for e in feed.entries] == ["http://example.com/a"]
+    assert feed.skipped == [("http://example.com/news/2", "no_link")]  # feedparser resolves the id
+
+
+def test_link_length_limit_and_control_characters() -> None:
+    ok = "http://example.com/" + "a" * (4096 - len("http://example.com/"))
+    feed = parsed(rss(item("a", ok) + item("b", ok + "a") + item("c", "http://example.com/a&#127;b")))
+    assert [e.link for e in feed.entries] == [ok]
+    assert feed.skipped == [("b", "invalid_url"), ("c", "invalid_url")]
+
+
+def test_summary_falls_back_to_the_entry_content_as_text() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            '<entry><id>1</id><title>a</title><link href="http://example.com/a"/>'
+            '<content type="html">&lt;p&gt;First &lt;b&gt;bold&lt;/b&gt; words&lt;/p&gt;</content></entry>'
+            '<entry><id>2</id><title>b</title><link href="http://example.com/b"/></entry></feed>')
+    assert [e.summary for e in parsed(atom).entries] == ["First bold words", ""]
+
+
+def test_skip_hours_24_is_midnight_and_beyond_is_ignored() -> None:
+    hours = "".join(f"<hour>{h}</hour>" for h in (24, 25, 23))
+    assert parsed(rss("", channel=f"<title>t</title><skipHours>{hours}</skipHours>")).skip_hours == {0, 23}
+
+
+def test_a_bare_guid_written_as_a_url_with_an_ampersand_stands_in_for_the_link() -> None:
+    body = rss('<item><title>a</title><guid>http://example.com/s?a=1&amp;b=2</guid></item>')
+    assert [e.link for e in parsed(body).entries] == ["http://example.com/s?a=1&b=2"]
+
+
+def test_feed_errors_say_what_is_wrong() -> None:
+    with pytest.raises(FeedError) as info:
+        parse_feed(b" \n", url=BASE)
+    assert (info.value.reason, str(info.value)) == ("empty_body", "the feed body is empty")
+
+
+def test_html_to_text_keeps_inline_markup_joined_and_nested_skips_hidden() -> None:
+    assert html_to_text("a<b>b</b>c") == "abc"
+    assert html_to_text("x<p>y</p>z") == "x y z"
+    assert html_to_text("<noscript><script>s()</script>hidden</noscript>shown") == "shown"
+    assert html_to_text("<script><b>x</b>leak</script>y") == "y"
