@@ -339,6 +339,15 @@ def test_summary_falls_back_to_the_entry_content_as_text() -> None:
     assert [e.summary for e in parsed(atom).entries] == ["First bold words", ""]
 
 
+def test_an_empty_summary_gives_way_to_the_content_read_as_its_type_says() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            '<entry><id>1</id><title>a</title><link href="http://example.com/a"/><summary></summary>'
+            '<content type="text">plain &lt;b&gt; not a tag   here</content></entry>'
+            '<entry><id>2</id><title>b</title><link href="http://example.com/b"/><summary></summary>'
+            '<content type="html">&lt;p&gt;a &lt;b&gt;tag&lt;/b&gt;&lt;/p&gt;</content></entry></feed>')
+    assert [e.summary for e in parsed(atom).entries] == ["plain <b> not a tag here", "a tag"]
+
+
 def test_skip_hours_24_is_midnight_and_beyond_is_ignored() -> None:
     hours = "".join(f"<hour>{h}</hour>" for h in (24, 25, 23))
     assert parsed(rss("", channel=f"<title>t</title><skipHours>{hours}</skipHours>")).skip_hours == {0, 23}
@@ -359,4 +368,4 @@ def test_html_to_text_keeps_inline_markup_joined_and_nested_skips_hidden() -> No
     assert html_to_text("a<b>b</b>c") == "abc"
     assert html_to_text("x<p>y</p>z") == "x y z"
     assert html_to_text("<noscript><script>s()</script>hidden</noscript>shown") == "shown"
-    assert html_to_text("<script><b>x</b>leak</script>y") == "y"
+    assert html_to_text("<template><b>x</b>leak</template>y") == "y"  # (script content is never parsed)
