@@ -369,3 +369,55 @@ def test_html_to_text_keeps_inline_markup_joined_and_nested_skips_hidden() -> No
     assert html_to_text("x<p>y</p>z") == "x y z"
     assert html_to_text("<noscript><script>s()</script>hidden</noscript>shown") == "shown"
     assert html_to_text("<template><b>x</b>leak</template>y") == "y"  # (script content is never parsed)
+
+
+def test_a_feed_root_in_an_unknown_format_is_malformed_not_foreign() -> None:
+    rdf = b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><item><title>x</title></item></rdf:RDF>'
+    with pytest.raises(FeedError) as info:
+        parse_feed(rdf, url=BASE)
+    assert (info.value.reason, str(info.value)) == ("malformed", "feed could not be parsed: unknown format")
+
+
+def test_a_body_of_letters_is_not_empty() -> None:
+    with pytest.raises(FeedError) as info:
+        parse_feed(b"XX", url=BASE)
+    assert info.value.reason == "not_a_feed"
+
+
+@pytest.mark.parametrize(("channel", "seconds"), [
+    ("<ttl>0.5</ttl>", 30.0),
+    ("<sy:updatePeriod>daily</sy:updatePeriod>", 86400.0),  # frequency 1 when not given
+    ("<sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>often</sy:updateFrequency>", 86400.0),
+    ("<sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>0.5</sy:updateFrequency>", 172800.0),
+    ("<sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>0</sy:updateFrequency>", None),
+])
+def test_ttl_and_update_period_edges(channel: str, seconds: float | None) -> None:
+    sy = ' xmlns:sy="http://purl.org/rss/1.0/modules/syndication/"'
+    assert parsed(rss("", channel="<title>t</title>" + channel, extra_ns=sy)).ttl_seconds == seconds
+
+
+def test_plain_text_titles_keep_angle_brackets_and_missing_titles_are_empty() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">'
+            '<entry><id>1</id><title type="text">a &lt;b&gt; c</title><link href="http://example.com/a"/></entry>'
+            '<entry><id>2</id><link href="http://example.com/b"/></entry></feed>')
+    feed = parsed(atom)
+    assert feed.title == "" and [e.title for e in feed.entries] == ["a <b> c", ""]
+
+
+@pytest.mark.parametrize("content_type", ['text/xml; charset="windows-1251"', "text/xml;format=x;charset=windows-1251",
+                                          "text/xml; charset=windows-1251; x=y"])
+def test_the_charset_parameter_is_found_wherever_it_is(content_type: str) -> None:
+    """A body without an XML declaration in a charset feedparser would not guess (it falls back to
+    windows-1252): only the header's charset parameter, quoted or not, first or not, decodes it."""
+    body = ('<rss version="2.0"><channel><title>t</title>' + item("a", "http://example.com/a", title="Привет")
+            + "</channel></rss>").encode("cp1251")
+    assert parse_feed(body, url=BASE, content_type="text/xml").entries[0].title != "Привет"
+    assert parse_feed(body, url=BASE, content_type=content_type).entries[0].title == "Привет"
+
+
+def test_hub_links_at_the_length_limit_and_after_an_unparsable_one() -> None:
+    at_limit = "http://hub.example/" + "h" * (4096 - len("http://hub.example/"))
+    channel = f'<title>t</title><atom:link rel="hub" href="{at_limit}"/>'
+    assert parsed(rss("", channel=channel, extra_ns=" " + ATOM)).hub == at_limit
+    channel = '<title>t</title><atom:link rel="hub" href="http://[bad/"/><atom:link rel="hub" href="http://h.example/"/>'
+    assert parsed(rss("", channel=channel, extra_ns=" " + ATOM)).hub == "http://h.example/"
