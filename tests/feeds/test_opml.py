@@ -169,13 +169,15 @@ def test_outlines_that_are_not_feeds_are_reported_and_other_elements_skipped() -
         <outline><outline type="rss" text="Untitled folder" xmlUrl="http://f.example/2"/></outline>
         <outline type="rss" text="Feed with notes" xmlUrl="http://f.example/3">
           <outline type="rss" text="Nested feed" xmlUrl="http://f.example/4"/>
+          <outline text="a note"/>
         </outline>
     </body></opml>"""
     result = parse_opml(doc)
     assert [(f.url, f.name, f.tags) for f in result.feeds] == [
         ("http://f.example/1", "In it", ("A folder",)), ("http://f.example/2", "Untitled folder", ()),
         ("http://f.example/3", "Feed with notes", ()), ("http://f.example/4", "Nested feed", ())]
-    assert result.skipped == [("(untitled outline)", "no xmlUrl: not a feed")] * 2
+    assert result.skipped == [("(untitled outline)", "no xmlUrl: not a feed")] * 2 + [
+        ("a note", "no xmlUrl: not a feed")]
 
 
 def test_export_is_indented_utf8_opml_2_with_its_declaration() -> None:

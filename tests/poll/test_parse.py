@@ -421,3 +421,23 @@ def test_hub_links_at_the_length_limit_and_after_an_unparsable_one() -> None:
     assert parsed(rss("", channel=channel, extra_ns=" " + ATOM)).hub == at_limit
     channel = '<title>t</title><atom:link rel="hub" href="http://[bad/"/><atom:link rel="hub" href="http://h.example/"/>'
     assert parsed(rss("", channel=channel, extra_ns=" " + ATOM)).hub == "http://h.example/"
+
+
+def test_refusals_say_what_the_body_was() -> None:
+    """The message a dead letter and the logs carry: what was wrong, and feedparser's own complaint if any."""
+    for body, reason, message in [
+        (b"<html><body>x</body></html>", "not_a_feed", "not an RSS/Atom feed: unknown format"),
+        (b"hello world", "not_a_feed", "not an RSS/Atom feed: SAXParseException: "),
+        (b'<rss version="2.0"><channel><ite', "malformed", "feed could not be parsed: SAXParseException: "),
+    ]:
+        with pytest.raises(FeedError) as info:
+            parse_feed(body, url=BASE)
+        assert info.value.reason == reason and str(info.value).startswith(message), str(info.value)
+
+
+def test_skipped_entries_are_named_by_guid_else_link() -> None:
+    body = rss(item("g", "http://example.com/a") + item("g", "http://example.com/b")
+               + item("h", "http://example.com/c") + item(None, "javascript:x()"))
+    feed = parsed(body)
+    assert [e.link for e in feed.entries] == ["http://example.com/a", "http://example.com/c"]
+    assert feed.skipped == [("g", "duplicate_guid"), ("javascript:x()", "bad_scheme")]
