@@ -441,3 +441,9 @@ def test_skipped_entries_are_named_by_guid_else_link() -> None:
     feed = parsed(body)
     assert [e.link for e in feed.entries] == ["http://example.com/a", "http://example.com/c"]
     assert feed.skipped == [("g", "duplicate_guid"), ("javascript:x()", "bad_scheme")]
+
+
+def test_a_broken_feed_that_still_has_a_title_is_kept_with_a_warning() -> None:
+    feed = parsed('<?xml version="1.0"?><rss version="2.0"><channel><title>Still here</title><descr')
+    assert (feed.title, feed.entries) == ("Still here", [])
+    assert feed.warning is not None and feed.warning.startswith("SAXParseException: ")
