@@ -4,8 +4,8 @@ with SIGKILL mid-run and restarted; then every expected article must be publishe
     python ops/soak.py [--feeds 200 --pages 3000 --fault-share 0.1 --seed 1 --timeout 1800]
 
 Starts a throwaway Redis and a local HTTP server (the demo site generator, ``build_many``), two "machines"
-each running both stages (a download worker of 16 threads, an extract worker of one process; beat on the
-second), polls every feed once, kills the first machine's workers (both process groups) once about a third of
+each running both stages (a download worker of 16 threads, an extract worker of one process), sends beat's
+sweep every 10 s, polls every feed once, kills the first machine's workers (both process groups) once about a third of
 the articles are out, restarts them once their unacknowledged messages are past the visibility timeout (a
 restarting worker restores them), and waits until nothing is queued or unacknowledged.
 
@@ -42,6 +42,7 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from kombu import Queue  # noqa: E402
 
+SWEEP_EVERY = 10.0  # seconds between sweeps (beat's every 30 s; the soak's pages live 120 s)
 QUEUES = ("poll", "fetch", "extract", "publish")  # as worker.app (not imported: it would bind to a Redis at import)
 FAULTS = ("5xx", "slow", "truncated", "binary")
 HOST = os.uname().nodename
@@ -110,16 +111,14 @@ class Workers:
                              task_queues=[Queue(q) for q in QUEUES], task_default_queue="fetch")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *, beat: bool = False) -> None:
+    def start(self, name: str) -> None:
         """One machine: both stages' workers (a download worker on threads, an extract worker of one
-        process), as ``ingest worker`` starts them; beat rides with the download worker when asked."""
+        process), as ``ingest worker`` starts them."""
         from worker.app import stages
 
         for stage, concurrency in (("download", 16), ("extract", 1)):
             args = stages()[stage].celery_args(node=f"{name}-{stage}@%h", loglevel="WARNING",
-                                               concurrency=concurrency, beat=beat and stage == "download")
-            if beat and stage == "download":
-                args += ["-s", str(self.logdir / "beat-schedule")]
+                                               concurrency=concurrency)
             self._start(f"{name}-{stage}", args)
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -267,7 +266,7 @@ def main() -> int:
 
         # --- workers, polls
         workers.start("soak-a")
-        workers.start("soak-b", beat=True)  # beat's sweep re-sends a hand-off a kill made kombu lose
+        workers.start("soak-b")
         Schedule(r).sync(feeds)
         run_id = uuid.uuid4().hex[:12]
         runs.start(r, run_id, [f.id for f in feeds])
@@ -279,7 +278,7 @@ def main() -> int:
         killed_at: float | None = None
         restarted = args.no_kill
         quiet_since: float | None = None
-        last_report = 0.0
+        last_report = last_sweep = 0.0
         deadline = time.monotonic() + args.timeout
         while True:
             now = time.monotonic()
@@ -295,6 +294,11 @@ def main() -> int:
                 workers.start("soak-a")
                 restarted = True
                 say("restarted soak-a (it restores the unacknowledged messages past the visibility timeout)")
+            if now - last_sweep > SWEEP_EVERY:
+                # what beat does in production (it is not run here: its dispatcher would sync the project's own
+                # feed list): re-send hand-offs whose extract message a kill made kombu lose
+                workers.app.send_task("worker.tasks.sweep", queue="poll")
+                last_sweep = now
             left = outstanding(r)
             pending = runs.pending(r, run_id)
             if now - last_report > 15:
@@ -303,8 +307,9 @@ def main() -> int:
             if restarted and left == 0:
                 quiet_since = quiet_since or now
                 # Finished: nothing queued or unacknowledged for a while (the run counter may be off by the
-                # tasks a kill interrupted, so it is reported, not trusted).
-                if now - quiet_since > (3 if pending <= 0 else 20):
+                # tasks a kill interrupted, so it is reported, not trusted); with pages still pending, long
+                # enough for the sweep to find a hand-off whose message was lost (half the pages' TTL).
+                if now - quiet_since > (3 if pending <= 0 else 90):
                     break
             else:
                 quiet_since = None

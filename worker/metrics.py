@@ -501,15 +501,31 @@ def on_task_postrun(task_id: str | None = None, task: Any = None, state: str | N
     TASKS.labels(name, (state or "unknown").lower()).inc()
 
 
-def on_task_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+# Task id -> when its hard time-limit kill was counted. Celery 5.7 sends task_failure twice for one kill (from
+# the timeout handler, then again when the pool reports the dead job); a rerun of the same task can only be
+# killed again after running its whole time limit, far longer than the gap between the two signals.
+_time_limited: dict[str, float] = {}
+_TIME_LIMIT_REPEAT = 1.0
+
+
+def on_task_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                    **_: Any) -> None:
     """Count hard time-limit kills: the parent sends this signal and the killed child never runs postrun.
 
     Ordinary failures are counted by postrun (state ``failure``) in the child, so they are skipped here.
     """
     from billiard.exceptions import TimeLimitExceeded
 
-    if isinstance(exception, TimeLimitExceeded):
-        TASKS.labels(getattr(sender, "name", "unknown"), "time_limit").inc()
+    if not isinstance(exception, TimeLimitExceeded):
+        return
+    now = time.monotonic()
+    if task_id is not None:
+        if now - _time_limited.get(task_id, -_TIME_LIMIT_REPEAT) < _TIME_LIMIT_REPEAT:
+            return
+        if len(_time_limited) > 1000:
+            _time_limited.clear()
+        _time_limited[task_id] = now
+    TASKS.labels(getattr(sender, "name", "unknown"), "time_limit").inc()
 
 
 def on_worker_init(**_: Any) -> None:

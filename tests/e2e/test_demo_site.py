@@ -7,7 +7,6 @@ import itertools
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -267,11 +266,9 @@ def test_unknown_language_is_refused() -> None:
 # --- scale ------------------------------------------------------------------------------------------------------
 
 
-def test_build_many_is_fast_distinct_and_prefixed() -> None:
-    started = time.perf_counter()
+def test_build_many_is_distinct_and_prefixed() -> None:
+    # its speed (about 1 s of CPU for these 1 000 pages) is a figure of ops/bench/demo_site.py
     sites = build_many(BASE, n_sites=20, articles_per_site=50, seed=0)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5, elapsed  # about 1 s for these 1,000 pages on a laptop
     assert [s.feed_path for s in sites] == [f"/s{i}/feed.xml" for i in range(20)]
     routes = all_routes(sites)
     assert len(routes) == sum(len(s.routes) for s in sites) == 20 * 52

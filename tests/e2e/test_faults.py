@@ -30,6 +30,7 @@ from celery import Celery
 from kombu import Queue
 
 from tests.pipeline_helpers import slow_page
+from tests.waiting import wait_until
 from worker.app import QUEUES
 from worker.core import runs
 from worker.core.redisconn import RedisServer, free_port
@@ -208,8 +209,7 @@ def test_worker_killed_mid_fetch_is_redelivered_and_published_once(tmp_path: Pat
         w1 = s.start_worker("victim")
         run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="killed")])
         assert in_fetch.wait(90), "the worker never fetched the slow page: " + s.log_tail("victim")
-        time.sleep(0.5)  # well inside the 3 s the page takes
-        s.kill_group(w1)
+        s.kill_group(w1)  # the page takes 3 s to answer: the download is under way
         assert w1.returncode == -signal.SIGKILL
 
         # The kill left work unacknowledged; nothing of the slow article was published.
@@ -228,10 +228,7 @@ def test_worker_killed_mid_fetch_is_redelivered_and_published_once(tmp_path: Pat
         assert http_server.hits[slow_path] >= 2, "the slow page was not fetched again after the kill"
         assert DeadLetters(s.r).list() == []
         # Everything was acknowledged in the end: nothing left to redeliver.
-        deadline = time.monotonic() + 30
-        while s.r.hlen("unacked") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert s.r.hlen("unacked") == 0
+        wait_until(lambda: s.r.hlen("unacked") == 0, "every message to be acknowledged")
     finally:
         s.close()
 
@@ -292,7 +289,8 @@ def test_workers_survive_a_redis_restart(tmp_path: Path, http_server: LocalServe
             assert_published_once(s.published(), http_server, site_a)
 
             s.server.stop()
-            time.sleep(2)  # the worker notices the lost connection and starts retrying
+            wait_until(lambda: "Connection to broker lost" in s.log_tail("survivor", 200_000),
+                       "the worker to notice the lost connection")
             assert worker_proc.poll() is None, "the worker died with Redis: " + s.log_tail("survivor")
             s.server = RedisServer(port)
             assert s.r.ping()
@@ -305,7 +303,6 @@ def test_workers_survive_a_redis_restart(tmp_path: Path, http_server: LocalServe
             # Only the articles polled after the restart are on the (new) stream, each once: nothing from
             # before the restart was redelivered or published again.
             assert_published_once(s.published(), other, site_b)
-            assert "Connection to broker lost" in s.log_tail("survivor", 200_000)
     finally:
         s.close()
 
@@ -336,6 +333,15 @@ Consumer(r, sys.argv[2], sys.argv[3], "c1", claim_idle=60).run(handle, follow=Fa
 """
 
 
+def wait_idle(r: redis.Redis, stream: str, group: str, seconds: float) -> None:
+    """Until every pending message of ``group`` has been idle (unacknowledged) for at least ``seconds``."""
+    def idle() -> bool:
+        pending = r.xpending_range(stream, group, min="-", max="+", count=1000)
+        return all(p["time_since_delivered"] >= seconds * 1000 for p in pending)
+
+    wait_until(idle, f"the pending messages to be idle {seconds} s")
+
+
 @pytest.mark.timeout(120)
 def test_consumer_crash_mid_batch_is_reclaimed_by_another(private_redis: tuple[redis.Redis, str]) -> None:
     """A consumer-group member dies mid-batch (a real process, ``os._exit``): what it read but did not
@@ -359,8 +365,8 @@ def test_consumer_crash_mid_batch_is_reclaimed_by_another(private_redis: tuple[r
     patient = Consumer(redis_client, stream, group, "c3", claim_idle=3600)
     assert patient.reclaim() == []
 
-    # The CLI member c2 reclaims everything c1 left, prints it, acknowledges it.
-    time.sleep(0.6)
+    # The CLI member c2 reclaims everything c1 left, prints it, acknowledges it, once it has been idle long enough.
+    wait_idle(redis_client, stream, group, 0.6)
     tail = subprocess.run(
         [sys.executable, "-m", "worker.cli", "tail", stream, "--group", group, "--consumer", "c2",
          "--claim-idle", "0.5", "--no-follow", "--json"],
@@ -401,7 +407,7 @@ def test_consumer_reclaims_in_process(private_redis: tuple[redis.Redis, str]) ->
         c1.run(crash_on_fourth, follow=False)
     assert redis_client.xpending(stream, group)["pending"] == 3
     c2 = Consumer(redis_client, stream, group, "c2", claim_idle=0.2)
-    time.sleep(0.3)
+    wait_idle(redis_client, stream, group, 0.3)
     got: list[str] = []
     c2.run(collect(got), follow=False)
     assert got == ids[3:]

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import redis
 
+from tests.e2e.test_faults import HOST, sender_app
 from tests.pipeline_helpers import published, slow_page
+from tests.waiting import wait_until
 from worker.app import stages
 from worker.core import runs
 from worker.core.redisconn import RedisServer
@@ -56,10 +58,21 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
 
 
 def wait_for(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    wait_until(cond, what, timeout=timeout, every=0.2)
+
+
+def wait_ready(url: str, names: list[str], procs: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until every named worker on ``url`` answers a ping, so work sent next reaches all of them."""
+    app = sender_app(url)
+    try:
+        def answered() -> bool:
+            assert all(p.poll() is None for p in procs), "a worker exited"
+            replies = app.control.ping(destination=[f"{n}@{HOST}" for n in names], timeout=0.5)
+            return {name.split("@")[0] for reply in replies for name in reply} >= set(names)
+
+        wait_until(answered, f"workers {names} to answer a ping", timeout=90)
+    finally:
+        app.close()
 
 
 def send_polls(url: str, r: redis.Redis, feeds: list[Feed]) -> str:
@@ -86,12 +99,18 @@ def test_only_one_beat_dispatches_and_another_takes_over(private: tuple[str, red
     env = {"INGEST_DISPATCH_EVERY": "1", "INGEST_FEEDS": str(feeds)}
     beats = [spawn(["beat", "-l", "INFO", "-s", str(tmp_path / f"beat{i}")], url, tmp_path / f"beat{i}.log", **env)
              for i in range(2)]
+    def sent(i: int) -> int:
+        return (tmp_path / f"beat{i}.log").read_text().count("Sending due task")
+
     try:
         lock = "ingest:redbeat:lock"
         wait_for(lambda: r.exists(lock), 30, "a beat to take the lock")
-        time.sleep(4)
-        logs = [(tmp_path / f"beat{i}.log").read_text() for i in range(2)]
-        sending = [i for i, text in enumerate(logs) if "Sending due task" in text]
+        wait_for(lambda: all("beat: Starting" in (tmp_path / f"beat{i}.log").read_text() for i in range(2)), 60,
+                 "both beats to start")
+        # Both beats are up; let the schedule come round a few more times (a tick a second) before looking.
+        before = sent(0) + sent(1)
+        wait_for(lambda: sent(0) + sent(1) >= before + 3, 60, "three more dispatch ticks")
+        sending = [i for i in range(2) if sent(i)]
         assert len(sending) == 1, f"beats dispatching: {sending}"
         holder, other = beats[sending[0]], beats[1 - sending[0]]
         stop(holder, signal.SIGKILL)
@@ -116,6 +135,7 @@ def test_two_workers_share_dedup_state_and_both_drain(private: tuple[str, redis.
                       "--without-gossip", "--without-mingle", "--prefetch-multiplier", "1"], url,
                      tmp_path / f"w{i}.log") for i in range(2)]
     try:
+        wait_ready(url, ["w0", "w1"], workers)  # both take part from the first task on
         run_id = send_polls(url, r, feeds)
         wait_for(lambda: runs.pending(r, run_id) == 0 and r.exists(runs.run_key(run_id)), 120, "the run")
         articles = published(r)
@@ -150,16 +170,25 @@ def test_sigterm_finishes_the_task_in_flight(private: tuple[str, redis.Redis], t
 
 
 def test_ingest_worker_accepts_concurrency(private: tuple[str, redis.Redis], tmp_path: Path) -> None:
+    """``ingest worker --concurrency 3 --queues fetch`` runs three pool processes consuming ``fetch`` only, as
+    the running worker itself reports (Celery's remote control), not as its start-up banner announces."""
     url, _ = private
+    log = tmp_path / "cli-worker.log"
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--concurrency", "3", "--queues", "fetch"],
                             env=os.environ | {"REDIS_URL": url, "INGEST_METRICS_PORT": "0"}, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    app = sender_app(url)
     try:
-        out = b""
-        deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while b"ready" not in out and time.monotonic() < deadline:
-            out += proc.stdout.read1(4096)
-        assert b"concurrency: 3" in out and b"fetch" in out, out.decode()[-2000:]
+        def inspected() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            inspect = app.control.inspect(timeout=1)
+            stats, queues = inspect.stats() or {}, inspect.active_queues() or {}
+            return (stats, queues) if stats and queues else None
+
+        stats, queues = wait_until(inspected, "the worker to answer an inspect", timeout=90)
+        [(name, pool)] = [(n, s["pool"]) for n, s in stats.items()]
+        assert pool["max-concurrency"] == 3 and len(pool["processes"]) == 3, pool
+        assert [q["name"] for q in queues[name]] == ["fetch"]
     finally:
+        app.close()
         stop(proc)

@@ -11,6 +11,7 @@ import time
 import zlib
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import httpx
 import pytest
@@ -72,16 +73,26 @@ def big_without_length(h: BaseHTTPRequestHandler) -> None:
     h.close_connection = True
 
 
-@quietly
-def slow_drip(h: BaseHTTPRequestHandler) -> None:
-    h.send_response(200)
-    h.send_header("Content-Type", "text/html")
-    h.send_header("Content-Length", "1000")
-    h.end_headers()
-    for _ in range(1000):
-        h.wfile.write(b"x")
-        h.wfile.flush()
-        time.sleep(0.2)
+class SlowDrip:
+    """One byte every 0.2 s of a 1000-byte body (200 s in all): every read is quick, only the total is long.
+    Counts the bytes it got out, so a test can tell the client hung up long before the end."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __call__(self, h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        try:
+            for _ in range(1000):
+                h.wfile.write(b"x")
+                h.wfile.flush()
+                self.sent += 1
+                time.sleep(0.2)
+        except OSError:
+            h.close_connection = True
 
 
 @quietly
@@ -92,7 +103,7 @@ def stall_after_headers(h: BaseHTTPRequestHandler) -> None:
     h.end_headers()
     h.wfile.write(b"<html>")
     h.wfile.flush()
-    time.sleep(10)
+    time.sleep(120)  # longer than the test's own timeout: only the client's limits can end the download
 
 
 def reset(h: BaseHTTPRequestHandler) -> None:
@@ -198,18 +209,16 @@ def test_too_large_without_content_length(http_server: LocalServer) -> None:
 
 def test_never_ending_chunked_response_is_cut_off(http_server: LocalServer) -> None:
     http_server.routes["/forever"] = never_ending
-    started = time.monotonic()
-    assert failure(http_server.url("/forever")).reason == "too_large"
-    assert time.monotonic() - started < 2
+    # Without the cap on the decoded size the total timeout would end it instead, as "timeout".
+    err = failure(http_server.url("/forever"), settings=small(total_timeout=30))
+    assert (err.reason, err.retryable) == ("too_large", False)
 
 
 def test_gzip_bomb(http_server: LocalServer) -> None:
     bomb = gzip.compress(b"\0" * 50_000_000, compresslevel=9)  # ~50 KB on the wire
     http_server.routes["/bomb"] = Response(bomb, "text/html", headers={"Content-Encoding": "gzip"})
-    started = time.monotonic()
     err = failure(http_server.url("/bomb"))
     assert err.reason == "decompression_bomb"
-    assert time.monotonic() - started < 2
 
 
 def test_large_honest_gzip_is_too_large_not_a_bomb(http_server: LocalServer) -> None:
@@ -277,28 +286,30 @@ def test_utf16_feed_is_not_mistaken_for_binary(http_server: LocalServer) -> None
 
 
 def test_slow_drip_hits_total_timeout(http_server: LocalServer) -> None:
-    http_server.routes["/drip"] = slow_drip
-    started = time.monotonic()
+    """Each byte comes well within the read timeout: only the wall-clock cap can end the download, and it
+    does, long before the body is complete."""
+    drip = SlowDrip()
+    http_server.routes["/drip"] = quietly(drip)
     err = failure(http_server.url("/drip"), settings=small(total_timeout=1.5, read_timeout=1.0))
-    elapsed = time.monotonic() - started
     assert (err.reason, err.retryable) == ("timeout", True)
-    assert 1.4 < elapsed < 2.5, elapsed
+    assert "total_timeout" in str(err), err
+    assert 0 < drip.sent < 1000
 
 
 def test_stalled_body_hits_read_timeout(http_server: LocalServer) -> None:
     http_server.routes["/stall"] = stall_after_headers
-    started = time.monotonic()
-    err = failure(http_server.url("/stall"), settings=small(read_timeout=0.5, total_timeout=5))
+    err = failure(http_server.url("/stall"), settings=small(read_timeout=0.5, total_timeout=20))
     assert err.reason == "timeout" and err.retryable
-    assert time.monotonic() - started < 1.5
+    assert "total_timeout" not in str(err), err  # the read timeout ended it, not the wall-clock cap
 
 
 def test_stall_is_bounded_by_total_even_with_long_read_timeout(http_server: LocalServer) -> None:
     http_server.routes["/stall"] = stall_after_headers
-    started = time.monotonic()
-    err = failure(http_server.url("/stall"), settings=small(read_timeout=20, total_timeout=1))
+    # The server stalls for longer than this test may run: without the wall-clock cap the 120 s read timeout
+    # would hold the download past the test's own timeout.
+    err = failure(http_server.url("/stall"), settings=small(read_timeout=120, total_timeout=1))
     assert err.reason == "timeout"
-    assert time.monotonic() - started < 1.8
+    assert "total_timeout" in str(err), err
 
 
 # --- HTTP errors and broken connections --------------------------------------------------------------------
@@ -316,10 +327,14 @@ def test_http_errors(http_server: LocalServer, status: int, reason: str, retryab
 
 
 def test_retry_after_http_date(http_server: LocalServer) -> None:
-    when = formatdate(time.time() + 90, usegmt=True)
-    http_server.routes["/busy"] = Response(b"slow down", "text/plain", 429, {"Retry-After": when})
+    at = int(time.time()) + 90  # an HTTP date has whole seconds
+    http_server.routes["/busy"] = Response(b"slow down", "text/plain", 429,
+                                           {"Retry-After": formatdate(at, usegmt=True)})
+    before = time.time()
     err = failure(http_server.url("/busy"))
-    assert err.retry_after is not None and 85 <= err.retry_after <= 91
+    after = time.time()
+    # the seconds from the moment the header was read to the date it names
+    assert err.retry_after is not None and at - after <= err.retry_after <= at - before
     http_server.routes["/ok"] = Response(HTML, "text/html", headers={"Retry-After": "30"})
     assert fetch(http_server.url("/ok"), kind="page", settings=small()).retry_after == 30.0
 
@@ -503,10 +518,22 @@ STRICT = {"allow_private_networks": False}
                                  "http://[::1]:1/", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/",
                                  "http://192.168.0.1/admin"])
 def test_private_literals_refused_without_connecting(url: str) -> None:
-    started = time.monotonic()
     err = failure(url, settings=small(**STRICT))
     assert (err.reason, err.retryable) == ("private_address", False)
-    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]", "2130706433", "0.0.0.0"])
+def test_private_literals_never_open_a_connection(host: str) -> None:
+    """A listening socket on loopback sees no connection at all: the literal is judged before connecting."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        err = failure(f"http://{host}:{port}/feed.xml", settings=small(**STRICT))
+        assert err.reason == "private_address"
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing in the accept queue
+            listener.accept()
 
 
 def test_private_server_refused_end_to_end(http_server: LocalServer) -> None:
@@ -534,19 +561,38 @@ def test_redirect_from_allowed_to_private_is_refused(http_server: LocalServer) -
             client.close()
 
 
-def test_name_with_any_private_address_is_refused(http_server: LocalServer) -> None:
-    # "localhost" resolves to 127.0.0.1 and usually ::1; allowing only the former must not let the name in.
+MIXED_NAME = "mixed.test"
+
+
+@pytest.fixture
+def mixed_name(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A host name that resolves to 127.0.0.1 and 127.0.0.2 on every machine: the resolver answers for this
+    one name, whatever ``localhost`` resolves to here (an IPv4-only host gives it one address only)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: object, *args: object, **kwargs: object) -> list[Any]:
+        if host == MIXED_NAME:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.1", "127.0.0.2")]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return MIXED_NAME
+
+
+def test_name_with_any_private_address_is_refused(http_server: LocalServer, mixed_name: str) -> None:
+    """Allowing one of a name's addresses does not let the name in: every address it resolves to must pass."""
     http_server.routes["/ok"] = Response(HTML, "text/html")
-    client = make_client(small(**STRICT), allowed_networks=["127.0.0.1/32"])
+    url = http_server.url("/ok").replace("127.0.0.1", mixed_name)
+    one = make_client(small(**STRICT), allowed_networks=["127.0.0.1/32"])
+    both = make_client(small(**STRICT), allowed_networks=["127.0.0.0/30"])
     try:
-        url = http_server.url("/ok").replace("127.0.0.1", "localhost")
-        infos = {info[4][0] for info in socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)}
-        if infos <= {"127.0.0.1"}:
-            assert fetch(url, kind="page", settings=small(**STRICT), client=client).body == HTML
-        else:
-            assert failure(url, settings=small(**STRICT), client=client).reason == "private_address"
+        assert failure(url, settings=small(**STRICT), client=one).reason == "private_address"
+        assert http_server.hits.get("/ok") is None
+        # the same name is fetched once every address it has is allowed
+        assert fetch(url, kind="page", settings=small(**STRICT), client=both).body == HTML
     finally:
-        client.close()
+        one.close()
+        both.close()
 
 
 def test_strict_call_on_a_lenient_pooled_client(http_server: LocalServer) -> None:
@@ -561,7 +607,9 @@ def test_strict_call_on_a_lenient_pooled_client(http_server: LocalServer) -> Non
         assert fetch(url, kind="page", settings=small(), client=client).body == HTML  # pools a connection
         hits = http_server.hits["/p"]
         assert failure(url, settings=small(**STRICT), client=client).reason == "private_address"  # reused one
-        assert http_server.hits["/p"] <= hits + 1  # the peer check runs before any body is read
+        # The request did go out, over the pooled connection (no new connection was vetted): it is the check
+        # of the answering peer that refused it.
+        assert http_server.hits["/p"] == hits + 1
     finally:
         client.close()
 
@@ -578,3 +626,21 @@ def test_allow_private_networks_from_environment(http_server: LocalServer,
 def test_fetch_result_is_plain_data() -> None:
     result = FetchResult("http://e.com/", 304, b"", "", None, None, None, None)
     assert result.not_modified
+
+
+def test_allowed_networks_setting_opens_one_network_with_the_guard_on() -> None:
+    """``INGEST_ALLOWED_NETWORKS`` (the way a user allows an internal mirror): its network is reachable, the
+    rest of the private space stays refused, before any connection."""
+    with LocalServer("127.0.0.1") as allowed, LocalServer("127.0.0.2") as other:
+        allowed.routes["/feed.xml"] = other.routes["/feed.xml"] = Response(b"<rss/>", "application/rss+xml")
+        settings = small(allow_private_networks=False, allowed_networks="127.0.0.1/32")
+        assert settings.allowed_networks == ["127.0.0.1/32"]  # the comma-separated form of the environment
+        assert fetch(allowed.url("/feed.xml"), kind="feed", settings=settings).status == 200
+        with pytest.raises(FetchError) as refused:
+            fetch(other.url("/feed.xml"), kind="feed", settings=settings)
+        assert refused.value.reason == "private_address" and other.hits == {}
+
+
+def test_a_bad_allowed_network_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="not-a-network"):
+        small(allowed_networks="10.0.0.0/8,not-a-network")

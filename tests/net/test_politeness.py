@@ -4,8 +4,10 @@ Retry-After deferring another feed of the host. Real Redis, real HTTP server, re
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,14 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.test_scaling import private, send_polls, spawn, stop, wait_for  # noqa: F401 - private is a fixture
+from tests.e2e.test_scaling import (  # noqa: F401 - private is a fixture
+    private,
+    send_polls,
+    spawn,
+    stop,
+    wait_for,
+    wait_ready,
+)
 from tests.pipeline_helpers import fetch_and_extract, poll_and_wait, published, start_run
 from worker.context import Context
 from worker.core import runs
@@ -24,7 +33,7 @@ from worker.core.urls import article_id, canonicalize
 from worker.demo.server import LocalServer, Response
 from worker.demo.site import build_site
 from worker.feeds.feedlist import Feed
-from worker.net.politeness import HostBusy, Politeness, host_of
+from worker.net.politeness import MAX_RESERVE, HostBusy, Politeness, host_of
 from worker.poll.schedule import Schedule, due_key
 from worker.poll.step import feed_info
 from worker.tasks import FETCH_RETRIES, fetch_article
@@ -112,48 +121,50 @@ def test_pause_blocks_the_host_only_and_never_shortens(redis_client: redis.Redis
     assert other is not None
 
 
-def count_grants(polite: Politeness, seconds: float, threads: int = 4) -> tuple[int, float]:
-    """Hammer one host from several threads for about ``seconds``, each coming back at the turn it was given;
-    returns (grants, elapsed wall time)."""
-    grants = 0
+def race_for_slots(make: Callable[[], Politeness], callers: int = 8) -> list[tuple[str | None, float, float]]:
+    """``callers`` limiters (as many workers) ask for the host at the same instant; their answers."""
+    barrier = threading.Barrier(callers)
+    answers: list[tuple[str | None, float, float]] = []
     lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
 
-    def hammer() -> None:
-        nonlocal grants
-        turn = 0.0
-        while time.monotonic() < stop_at:
-            token, wait, reserved = polite.try_acquire(HOST, turn)
-            if token is not None:
-                polite.release(HOST, token)
-                turn = 0.0
-                with lock:
-                    grants += 1
-            else:
-                turn = reserved or turn
-                time.sleep(max(0.0, min(wait, stop_at - time.monotonic())))
+    def ask(polite: Politeness) -> None:
+        barrier.wait()
+        answer = polite.try_acquire(HOST)
+        with lock:
+            answers.append(answer)
 
-    started = time.monotonic()
-    workers = [threading.Thread(target=hammer) for _ in range(threads)]
-    for t in workers:
+    threads = [threading.Thread(target=ask, args=(make(),)) for _ in range(callers)]
+    for t in threads:
         t.start()
-    for t in workers:
+    for t in threads:
         t.join()
-    return grants, time.monotonic() - started
+    return answers
 
 
 def test_rate_spaces_requests_across_all_callers(redis_client: redis.Redis) -> None:
-    # Grants are at least 1/rate apart on Redis's clock, all inside the measured span: a count bound that a
-    # slow machine can only make smaller, never break.
-    grants, elapsed = count_grants(limiter(redis_client, host_rate=10, host_concurrency=100), 1.0)
-    assert 2 <= grants <= elapsed * 10 + 1, (grants, elapsed)
+    """One request per 100 s: of eight workers asking at once, with slots to spare, exactly one is let through,
+    and the others are each given their own turn, 100 s apart (on Redis's clock), as far as MAX_RESERVE
+    reaches; those beyond it are told to ask again then, with no turn."""
+    answers = race_for_slots(lambda: limiter(redis_client, host_rate=0.01, host_concurrency=100))
+    granted = [token for token, _, _ in answers if token is not None]
+    assert len(granted) == 1, answers
+    turns = sorted(turn for token, _, turn in answers if token is None and turn)
+    waits = sorted(wait for token, wait, turn in answers if token is None and turn)
+    assert len(turns) == 3 and 90 < waits[0] <= 100, answers  # turns at 100, 200 and 300 s
+    assert all(99.9 < b - a < 100.1 for a, b in itertools.pairwise(turns)), turns
+    assert all(wait == MAX_RESERVE for token, wait, turn in answers if token is None and not turn), answers
+    token, _, _ = limiter(redis_client, host_rate=0.01, host_concurrency=100).try_acquire("other.example")
+    assert token is not None  # the spacing is per host
 
 
 def test_crawl_delay_slows_the_host_below_the_configured_rate(redis_client: redis.Redis) -> None:
-    polite = limiter(redis_client, host_rate=100, host_concurrency=100)
-    polite.set_crawl_delay(HOST, 0.5, ttl=60)
-    grants, elapsed = count_grants(polite, 1.2)
-    assert 1 <= grants <= elapsed * 2 + 1, (grants, elapsed)
+    """A 50 s Crawl-delay outranks a rate of 100 a second: after one grant, the callers' turns are 50 s apart."""
+    limiter(redis_client).set_crawl_delay(HOST, 50, ttl=60)
+    answers = race_for_slots(lambda: limiter(redis_client, host_rate=100, host_concurrency=100))
+    assert len([token for token, _, _ in answers if token is not None]) == 1, answers
+    turns = sorted(turn for token, _, turn in answers if token is None and turn)
+    assert len(turns) == 6 and 40 < min(w for t, w, turn in answers if t is None) <= 50, answers
+    assert all(49.9 < b - a < 50.1 for a, b in itertools.pairwise(turns)), turns
 
 
 # --- the fleet -------------------------------------------------------------------------------------------------
@@ -203,6 +214,7 @@ def test_per_host_limit_holds_across_two_worker_processes(private: tuple[str, re
                       "--without-gossip", "--without-mingle"], url, tmp_path / f"w{i}.log", **env)
                for i in range(2)]
     try:
+        wait_ready(url, ["polite0", "polite1"], workers)  # both fleets' members compete from the first page
         run_id = send_polls(url, r, [Feed(url=site.feed_url)])
         wait_for(lambda: runs.pending(r, run_id) == 0 and r.exists(runs.run_key(run_id)), 180, "the run")
         articles = published(r)

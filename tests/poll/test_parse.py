@@ -4,7 +4,6 @@ way the pipeline gets them."""
 from __future__ import annotations
 
 import gzip
-import time
 
 import pytest
 
@@ -265,9 +264,8 @@ def test_billion_laughs_and_external_entities(http_server: LocalServer) -> None:
             '<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
             '<rss version="2.0"><channel><title>&l9;</title>'
             + item("a", "http://e.com/a", "&xxe;") + "</channel></rss>")
-    started = time.monotonic()
     feed = serve(http_server, bomb.encode())
-    assert time.monotonic() - started < 5
+    # expanded, the title would be a billion characters long (and the test would not finish)
     assert len(feed.title) < 1000 and "root:" not in feed.entries[0].title
 
 
@@ -283,3 +281,169 @@ def test_bare_guid_is_not_taken_for_a_link() -> None:
     parsed = parse_feed(body, url="http://example.com/news/feed.xml")
     assert [e.link for e in parsed.entries] == ["http://example.com/story/2"]
     assert parsed.skipped[0][1] == "no_link"
+
+
+# --- parse_feed on its own: the details a feed's fields go through ----------------------------------------------
+
+BASE = "http://example.com/news/feed.xml"
+ATOM = 'xmlns:atom="http://www.w3.org/2005/Atom"'
+
+
+def parsed(body: str) -> ParsedFeed:
+    return parse_feed(body.encode(), url=BASE)
+
+
+def test_websub_hub_and_self_are_the_first_usable_ones_made_absolute() -> None:
+    channel = ("<title>t</title>"
+               '<atom:link rel="alternate" href="http://example.com/"/>'
+               '<atom:link rel="hub" href="javascript:alert(1)"/>'
+               '<atom:link rel="hub" href="http://hub.example/with space"/>'
+               f'<atom:link rel="hub" href="http://hub.example/{"x" * 4100}"/>'
+               '<atom:link rel="hub" href="/websub/hub"/>'
+               '<atom:link rel="hub" href="https://second.example/hub"/>'
+               '<atom:link rel="self" href="HTTPS://example.com/news/feed.xml"/>')
+    feed = parsed(rss(item("a", "http://example.com/a"), channel=channel, extra_ns=" " + ATOM))
+    assert feed.hub == "http://example.com/websub/hub"
+    assert feed.self_url == "HTTPS://example.com/news/feed.xml"
+
+
+def test_a_feed_without_hub_links_has_none() -> None:
+    feed = parsed(rss(item("a", "http://example.com/a"), channel='<title>t</title><atom:link rel="self" href="'
+                      'ftp://example.com/f"/>', extra_ns=" " + ATOM))
+    assert (feed.hub, feed.self_url) == (None, None)
+
+
+def test_an_entrys_link_may_come_from_its_alternate_link_element() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            '<entry><id>1</id><title>a</title><link rel="enclosure" href="http://example.com/a.mp3"/>'
+            '<link href="http://example.com/a"/></entry>'
+            '<entry><id>2</id><title>b</title><link rel="enclosure" href="http://example.com/b.mp3"/></entry>'
+            "</feed>")
+    feed = parsed(atom)
+    assert [e.link for e in feed.entries] == ["http://example.com/a"]
+    assert feed.skipped == [("http://example.com/news/2", "no_link")]  # feedparser resolves the id
+
+
+def test_link_length_limit_and_control_characters() -> None:
+    ok = "http://example.com/" + "a" * (4096 - len("http://example.com/"))
+    feed = parsed(rss(item("a", ok) + item("b", ok + "a") + item("c", "http://example.com/a&#127;b")))
+    assert [e.link for e in feed.entries] == [ok]
+    assert feed.skipped == [("b", "invalid_url"), ("c", "invalid_url")]
+
+
+def test_summary_falls_back_to_the_entry_content_as_text() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            '<entry><id>1</id><title>a</title><link href="http://example.com/a"/>'
+            '<content type="html">&lt;p&gt;First &lt;b&gt;bold&lt;/b&gt; words&lt;/p&gt;</content></entry>'
+            '<entry><id>2</id><title>b</title><link href="http://example.com/b"/></entry></feed>')
+    assert [e.summary for e in parsed(atom).entries] == ["First bold words", ""]
+
+
+def test_an_empty_summary_gives_way_to_the_content_read_as_its_type_says() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+            '<entry><id>1</id><title>a</title><link href="http://example.com/a"/><summary></summary>'
+            '<content type="text">plain &lt;b&gt; not a tag   here</content></entry>'
+            '<entry><id>2</id><title>b</title><link href="http://example.com/b"/><summary></summary>'
+            '<content type="html">&lt;p&gt;a &lt;b&gt;tag&lt;/b&gt;&lt;/p&gt;</content></entry></feed>')
+    assert [e.summary for e in parsed(atom).entries] == ["plain <b> not a tag here", "a tag"]
+
+
+def test_skip_hours_24_is_midnight_and_beyond_is_ignored() -> None:
+    hours = "".join(f"<hour>{h}</hour>" for h in (24, 25, 23))
+    assert parsed(rss("", channel=f"<title>t</title><skipHours>{hours}</skipHours>")).skip_hours == {0, 23}
+
+
+def test_a_bare_guid_written_as_a_url_with_an_ampersand_stands_in_for_the_link() -> None:
+    body = rss('<item><title>a</title><guid>http://example.com/s?a=1&amp;b=2</guid></item>')
+    assert [e.link for e in parsed(body).entries] == ["http://example.com/s?a=1&b=2"]
+
+
+def test_feed_errors_say_what_is_wrong() -> None:
+    with pytest.raises(FeedError) as info:
+        parse_feed(b" \n", url=BASE)
+    assert (info.value.reason, str(info.value)) == ("empty_body", "the feed body is empty")
+
+
+def test_html_to_text_keeps_inline_markup_joined_and_nested_skips_hidden() -> None:
+    assert html_to_text("a<b>b</b>c") == "abc"
+    assert html_to_text("x<p>y</p>z") == "x y z"
+    assert html_to_text("<noscript><script>s()</script>hidden</noscript>shown") == "shown"
+    assert html_to_text("<template><b>x</b>leak</template>y") == "y"  # (script content is never parsed)
+
+
+def test_a_feed_root_in_an_unknown_format_is_malformed_not_foreign() -> None:
+    rdf = b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><item><title>x</title></item></rdf:RDF>'
+    with pytest.raises(FeedError) as info:
+        parse_feed(rdf, url=BASE)
+    assert (info.value.reason, str(info.value)) == ("malformed", "feed could not be parsed: unknown format")
+
+
+def test_a_body_of_letters_is_not_empty() -> None:
+    with pytest.raises(FeedError) as info:
+        parse_feed(b"XX", url=BASE)
+    assert info.value.reason == "not_a_feed"
+
+
+@pytest.mark.parametrize(("channel", "seconds"), [
+    ("<ttl>0.5</ttl>", 30.0),
+    ("<sy:updatePeriod>daily</sy:updatePeriod>", 86400.0),  # frequency 1 when not given
+    ("<sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>often</sy:updateFrequency>", 86400.0),
+    ("<sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>0.5</sy:updateFrequency>", 172800.0),
+    ("<sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>0</sy:updateFrequency>", None),
+])
+def test_ttl_and_update_period_edges(channel: str, seconds: float | None) -> None:
+    sy = ' xmlns:sy="http://purl.org/rss/1.0/modules/syndication/"'
+    assert parsed(rss("", channel="<title>t</title>" + channel, extra_ns=sy)).ttl_seconds == seconds
+
+
+def test_plain_text_titles_keep_angle_brackets_and_missing_titles_are_empty() -> None:
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">'
+            '<entry><id>1</id><title type="text">a &lt;b&gt; c</title><link href="http://example.com/a"/></entry>'
+            '<entry><id>2</id><link href="http://example.com/b"/></entry></feed>')
+    feed = parsed(atom)
+    assert feed.title == "" and [e.title for e in feed.entries] == ["a <b> c", ""]
+
+
+@pytest.mark.parametrize("content_type", ['text/xml; charset="windows-1251"', "text/xml;format=x;charset=windows-1251",
+                                          "text/xml; charset=windows-1251; x=y"])
+def test_the_charset_parameter_is_found_wherever_it_is(content_type: str) -> None:
+    """A body without an XML declaration in a charset feedparser would not guess (it falls back to
+    windows-1252): only the header's charset parameter, quoted or not, first or not, decodes it."""
+    body = ('<rss version="2.0"><channel><title>t</title>' + item("a", "http://example.com/a", title="Привет")
+            + "</channel></rss>").encode("cp1251")
+    assert parse_feed(body, url=BASE, content_type="text/xml").entries[0].title != "Привет"
+    assert parse_feed(body, url=BASE, content_type=content_type).entries[0].title == "Привет"
+
+
+def test_hub_links_at_the_length_limit_and_after_an_unparsable_one() -> None:
+    at_limit = "http://hub.example/" + "h" * (4096 - len("http://hub.example/"))
+    channel = f'<title>t</title><atom:link rel="hub" href="{at_limit}"/>'
+    assert parsed(rss("", channel=channel, extra_ns=" " + ATOM)).hub == at_limit
+    channel = '<title>t</title><atom:link rel="hub" href="http://[bad/"/><atom:link rel="hub" href="http://h.example/"/>'
+    assert parsed(rss("", channel=channel, extra_ns=" " + ATOM)).hub == "http://h.example/"
+
+
+def test_refusals_say_what_the_body_was() -> None:
+    """The message a dead letter and the logs carry: what was wrong, and feedparser's own complaint if any."""
+    for body, reason, message in [
+        (b"<html><body>x</body></html>", "not_a_feed", "not an RSS/Atom feed: unknown format"),
+        (b"hello world", "not_a_feed", "not an RSS/Atom feed: SAXParseException: "),
+        (b'<rss version="2.0"><channel><ite', "malformed", "feed could not be parsed: SAXParseException: "),
+    ]:
+        with pytest.raises(FeedError) as info:
+            parse_feed(body, url=BASE)
+        assert info.value.reason == reason and str(info.value).startswith(message), str(info.value)
+
+
+def test_skipped_entries_are_named_by_guid_else_link() -> None:
+    body = rss(item("g", "http://example.com/a") + item("g", "http://example.com/b")
+               + item("h", "http://example.com/c") + item(None, "javascript:x()"))
+    feed = parsed(body)
+    assert [e.link for e in feed.entries] == ["http://example.com/a", "http://example.com/c"]
+    assert feed.skipped == [("g", "duplicate_guid"), ("javascript:x()", "bad_scheme")]
+
+
+def test_a_broken_feed_that_still_has_a_title_is_kept_with_a_warning() -> None:
+    feed = parsed('<?xml version="1.0"?><rss version="2.0"><channel><title>Still here</title><descr')
+    assert (feed.title, feed.entries) == ("Still here", [])
+    assert feed.warning is not None and feed.warning.startswith("SAXParseException: ")

@@ -128,7 +128,12 @@ def test_cache_headers_stretch_the_interval(ctx: Context, http_server: LocalServ
 
 
 def test_ttl_and_skip_hours_from_the_feed(ctx: Context, http_server: LocalServer) -> None:
-    every_hour_but_one = "".join(f"<hour>{h}</hour>" for h in range(24) if h != (time.gmtime().tm_hour + 3) % 24)
+    """Every hour but one is skipped: the next poll lands at the start of that hour (UTC), at whatever hour
+    the test runs. The open hour is read from the clock once, three hours ahead, so an hour that turns while
+    the test runs still leaves it the first one allowed."""
+    started = time.time()
+    open_hour = (time.gmtime(started).tm_hour + 3) % 24
+    every_hour_but_one = "".join(f"<hour>{h}</hour>" for h in range(24) if h != open_hour)
     http_server.routes["/s.xml"] = Response(
         rss(2, channel_extra=f"<ttl>45</ttl><skipHours>{every_hour_but_one}</skipHours>"), "application/rss+xml",
         headers={"ETag": '"s"'})
@@ -136,9 +141,10 @@ def test_ttl_and_skip_hours_from_the_feed(ctx: Context, http_server: LocalServer
     ctx.schedule.sync([feed])
     poll_once(ctx, feed)
     next_due = float(ctx.schedule.describe(feed.id)["next_due"])
-    assert time.gmtime(next_due).tm_hour == (time.gmtime().tm_hour + 3) % 24
+    assert time.gmtime(next_due).tm_hour == open_hour
+    assert next_due % 3600 == 0 and 0 < next_due - started <= 3 * 3600  # the start of that hour
     assert poll_once(ctx, feed).outcome == "not_modified"  # a 304 keeps obeying the skips
-    assert time.gmtime(float(ctx.schedule.describe(feed.id)["next_due"])).tm_hour == time.gmtime(next_due).tm_hour
+    assert float(ctx.schedule.describe(feed.id)["next_due"]) == next_due
 
 
 def test_interval_adapts_to_the_feeds_real_rate(ctx: Context, http_server: LocalServer) -> None:

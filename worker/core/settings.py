@@ -5,15 +5,18 @@ Every field is documented in the README's configuration table; keep the two in s
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -68,6 +71,8 @@ class Settings(BaseSettings):
     max_page_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 5
     allow_private_networks: bool = False
+    # networks (CIDRs) reachable even so, e.g. an internal feed mirror: the guard stays on for everything else
+    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- politeness (per host, shared by every worker through Redis) -----------------------------------------
     host_concurrency: int = Field(default=2, ge=1)  # requests in flight to one host, fleet-wide
@@ -120,6 +125,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return value or None
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        # INGEST_ALLOWED_NETWORKS=10.1.0.0/16,192.168.5.7 (or a JSON list) from the environment
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else \
+                [part.strip() for part in value.split(",") if part.strip()]
+        for net in value or ():
+            ipaddress.ip_network(str(net), strict=False)  # ValueError names the bad one
+        return value
 
     @field_validator("websub_callback_url", "websub_secret", mode="before")
     @classmethod

@@ -77,9 +77,11 @@ class Robots:
         self._parsed: dict[str, Protego] = {}
         self._local: dict[str, tuple[float, State, Protego | None]] = {}  # origin -> (until, state, rules)
 
-    def check(self, url: str) -> Verdict:
-        """May raise HostBusy (the host's slots are taken, or another worker is still fetching the file)."""
-        state, parser = self._rules(url)
+    def check(self, url: str, *, reserved_at: float = 0.0) -> Verdict:
+        """May raise HostBusy (the host's slots are taken, or another worker is still fetching the file). A page
+        back at its host's turn (``reserved_at``) fetches the file with that turn, ahead of newcomers: without
+        it, a host whose queue keeps filling would never let the file through."""
+        state, parser = self._rules(url, reserved_at)
         if state == "unavailable":
             return Verdict("unavailable")
         if state == "allow_all" or parser is None:
@@ -88,7 +90,7 @@ class Robots:
         allowed = parser.can_fetch(url, self.token)
         return Verdict("allowed" if allowed else "disallowed", float(delay) if delay else None)
 
-    def _rules(self, url: str) -> tuple[State, Protego | None]:
+    def _rules(self, url: str, reserved_at: float = 0.0) -> tuple[State, Protego | None]:
         """The origin's state and parsed rules: from this process's copy while the fleet's cache entry lives
         (at most ``LOCAL_SECONDS``), else from Redis, fetching the file when nobody has."""
         origin = robots_url(url)
@@ -102,7 +104,7 @@ class Robots:
         pipe.pttl(cache)
         raw, ttl_ms = pipe.execute()
         if not raw:
-            raw = self._refresh(origin, url, cache)
+            raw = self._refresh(origin, url, cache, reserved_at)
             ttl_ms = self._ttl_ms(raw[b"state"].decode())
         state: State = raw[b"state"].decode()
         parser = self._parser(raw[b"body"]) if state == "rules" else None
@@ -125,7 +127,7 @@ class Robots:
             parser = self._parsed[sig] = Protego.parse(body.decode("utf-8", "replace"))
         return parser
 
-    def _refresh(self, origin: str, url: str, cache: str) -> dict[bytes, bytes]:
+    def _refresh(self, origin: str, url: str, cache: str, reserved_at: float = 0.0) -> dict[bytes, bytes]:
         """Fetch the file once for the fleet: one worker takes a lock and fetches; the others watch the cache
         for at most ``host_wait_max`` and then put their page off (HostBusy), so nobody fetches it twice."""
         lock = cache + ":lock"
@@ -137,9 +139,9 @@ class Robots:
                 raw: dict[bytes, bytes] = self.r.hgetall(cache)
                 if raw:
                     return raw
-            raise HostBusy(host_of(url), 1.0)
+            raise HostBusy(host_of(url), 1.0, reserved_at)  # a page keeps its place in the host's queue
         try:
-            state, body = self._download(origin)
+            state, body = self._download(origin, reserved_at)
             ttl_ms = self._ttl_ms(state)
             fields = {b"state": state.encode(), b"body": body}
             pipe = self.r.pipeline(transaction=False)
@@ -153,9 +155,9 @@ class Robots:
         finally:
             self.r.delete(lock)
 
-    def _download(self, origin: str) -> tuple[State, bytes]:
+    def _download(self, origin: str, reserved_at: float = 0.0) -> tuple[State, bytes]:
         try:
-            with self.polite.slot(origin, kind="robots"):
+            with self.polite.slot(origin, kind="robots", reserved_at=reserved_at):
                 resp = fetch(origin, kind="robots", settings=self.settings, client=self.clients.for_url(origin))
         except FetchError as exc:
             state = state_for(exc)

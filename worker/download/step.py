@@ -7,6 +7,7 @@ can keep hundreds of requests in flight on a thread pool.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
@@ -77,10 +78,8 @@ def warm_robots(ctx: Context, jobs: list[PageJob]) -> None:
         return
     origins = {robots_url(job.url): job.url for job in jobs if job.feed.robots is not False}
     for url in origins.values():
-        try:
+        with contextlib.suppress(HostBusy):
             ctx.robots.check(url)
-        except HostBusy:
-            pass
 
 
 def robots_permit(ctx: Context, job: PageJob, *, final_attempt: bool) -> bool:
@@ -91,7 +90,7 @@ def robots_permit(ctx: Context, job: PageJob, *, final_attempt: bool) -> bool:
     if not ctx.settings.robots_obey or job.feed.robots is False:
         metrics.ROBOTS_DECISIONS.labels(decision="skipped").inc()
         return True
-    verdict = ctx.robots.check(job.url)
+    verdict = ctx.robots.check(job.url, reserved_at=job.reserved_at)
     metrics.ROBOTS_DECISIONS.labels(decision=verdict.decision).inc()
     if verdict.decision == "allowed":
         return True

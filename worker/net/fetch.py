@@ -275,12 +275,13 @@ _CLIENT_POLICIES: weakref.WeakKeyDictionary[httpx.Client, _Policy] = weakref.Wea
 
 def make_client(settings: Settings | None = None, *, allowed_networks: Sequence[str] = (),
                 keepalive: int = 20) -> httpx.Client:
-    """A pooled client. ``allowed_networks`` (CIDRs) stay reachable when private networks are refused, e.g. an
-    internal feed mirror. Proxies from the environment are ignored on purpose: through a proxy the guard would
-    vet the proxy, not the destination."""
+    """A pooled client. ``allowed_networks`` (CIDRs), and those of the ``allowed_networks`` setting, stay
+    reachable when private networks are refused, e.g. an internal feed mirror. Proxies from the environment
+    are ignored on purpose: through a proxy the guard would vet the proxy, not the destination."""
     settings = settings or get_settings()
     policy = _Policy(settings.allow_private_networks,
-                     tuple(ipaddress.ip_network(net, strict=False) for net in allowed_networks))
+                     tuple(ipaddress.ip_network(net, strict=False)
+                           for net in (*settings.allowed_networks, *allowed_networks)))
     # as many connections as download threads; the download threads are the real cap
     limits = httpx.Limits(max_connections=max(100, settings.download_concurrency + 20),
                           max_keepalive_connections=keepalive, keepalive_expiry=30.0)
@@ -357,7 +358,9 @@ def _guarded(settings: Settings, client: httpx.Client | None) -> Iterator[tuple[
     """One guarded call: the client (a throwaway one unless given), the address policy that settings allow,
     and the wall-clock deadline that the connection backend enforces on every read and write."""
     http = make_client(settings) if client is None else client
-    policy = _CLIENT_POLICIES.get(http, _Policy(settings.allow_private_networks))
+    policy = _CLIENT_POLICIES.get(http) or _Policy(
+        settings.allow_private_networks, tuple(ipaddress.ip_network(net, strict=False)
+                                               for net in settings.allowed_networks))
     if not settings.allow_private_networks:
         policy = _Policy(False, policy.allowed_networks)
     deadline = time.monotonic() + settings.total_timeout
