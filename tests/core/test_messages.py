@@ -69,3 +69,15 @@ def test_a_message_missing_what_it_needs_is_refused() -> None:
 def test_messages_are_frozen() -> None:
     with pytest.raises(ValidationError):
         job().url = "http://elsewhere/"  # type: ignore[misc]
+
+
+def test_time_stamps_are_utc_to_the_second() -> None:
+    from datetime import UTC, datetime
+
+    from worker.core.messages import now_iso
+
+    stamp = now_iso()
+    parsed = datetime.fromisoformat(stamp)
+    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0 and stamp.endswith("+00:00")
+    assert parsed.microsecond == 0 and len(stamp) == len("2026-12-01T11:59:00+00:00")
+    assert abs((datetime.now(UTC) - parsed).total_seconds()) < 3600  # now, not some fixed time
