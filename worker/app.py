@@ -20,7 +20,7 @@ from worker.core.redisconn import redis_url
 from worker.core.settings import Settings, get_settings
 
 QUEUES = ("poll", "fetch", "extract", "publish")
-SWEEP_EVERY = 30.0  # seconds between beat's sweeps for hand-offs whose extract message went missing
+SWEEP_EVERY = 30.0  # seconds between beat's sweeps for pages whose message went missing (worker.core.ledger)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def make_app() -> Celery:
                 "schedule": settings.dispatch_every,
                 "options": {"expires": max(1.0, settings.dispatch_every * 2)},
             },
-            "sweep-handoffs": {
+            "sweep-lost-pages": {
                 "task": "worker.tasks.sweep",
                 "schedule": SWEEP_EVERY,
                 "options": {"expires": SWEEP_EVERY},

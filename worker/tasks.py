@@ -15,10 +15,10 @@ Task names stay as they were, so messages already queued by an older release sti
 from __future__ import annotations
 
 import base64
-import json
 import random
 import threading
 import time
+import uuid
 from typing import Any, TypeVar
 
 import structlog
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from worker import metrics
 from worker.app import app
 from worker.context import Context
-from worker.core import runs
+from worker.core import ledger, runs
 from worker.core.errors import RetryLater
 from worker.core.messages import FetchedPage, PageJob, PreparedArticle
 from worker.core.redisconn import OneTrip, get_redis
@@ -85,29 +85,29 @@ def _bind(task: Task, **values: Any) -> None:
     structlog.contextvars.bind_contextvars(task_id=task.request.id, task=task.name, **values)
 
 
-def send_all(task: Task, calls: list[tuple[Any, ...]], queue: str) -> None:
+def send_all(task: Task, calls: list[tuple[Any, ...]], queue: str, task_ids: list[str] | None = None) -> None:
     """Send one message per argument tuple in a single Redis pipeline (kombu's publish batch: 0.19 ms a message
-    instead of 0.46). A failed flush raises; whatever it had already pushed is harmless when sent again,
-    since every task is idempotent."""
+    instead of 0.46), under the given task ids if any. A failed flush raises; whatever it had already pushed is
+    harmless when sent again, since every task is idempotent."""
     if not calls:
         return
     with app.producer_or_acquire() as producer, producer.batch():
-        for args in calls:
-            task.apply_async(args, queue=queue, producer=producer)
+        for i, args in enumerate(calls):
+            task.apply_async(args, queue=queue, producer=producer, task_id=task_ids[i] if task_ids else None)
 
 
 @app.task(bind=True, name="worker.tasks.sweep", ignore_result=True)
 def sweep(self: Task) -> int:
-    """Beat's safety net: pages handed to the extract stage whose message has not finished after half their
-    time in Redis get it again (a message kombu lost to a worker killed as it was taken, or a backlog about to
-    outlive the page). The extract step is idempotent, so a page sent twice is published once."""
+    """Beat's safety net (``worker.core.ledger``): pages whose work has shown no sign of life for a long while
+    (a message kombu lost to a worker killed as it was taken) are sent again to the download stage, under the
+    task id they had, so they re-enter their claim; a page already handed over is not downloaded again."""
     _bind(self)
     c = ctx()
-    messages = handoff.overdue(c.r, c.settings.page_ttl / 2)
-    send_all(extract_article, [(json.loads(m),) for m in messages], "extract")
-    if messages:
-        log.warning("handoffs_resent", pages=len(messages))
-    return len(messages)
+    lost = ledger.overdue(c.r, _grace(c))
+    send_all(fetch_article, [(job.encode(),) for job, _ in lost], "fetch", [task_id for _, task_id in lost])
+    if lost:
+        log.warning("pages_resent", pages=len(lost))
+    return len(lost)
 
 
 # --- poll stage ---------------------------------------------------------------------------------------------
@@ -229,10 +229,18 @@ def receive_push(self: Task, feed_id: str, body_b64: str, content_type: str | No
 
 
 def fan_out(c: Context, jobs: list[PageJob], run_id: str | None) -> None:
-    """One download task per new entry. The caller marks the entries seen only after this returns, so a send
-    that fails leaves them to the next poll."""
+    """One download task per new entry, each written to the ledger of pages in flight first. The caller marks
+    the entries seen only after this returns, so a send that fails leaves them to the next poll."""
+    task_ids = [str(uuid.uuid4()) for _ in jobs]
+    ledger.open_pages(c.r, jobs, task_ids, _grace(c))
     runs.open_articles(c.r, run_id, jobs)
-    send_all(fetch_article, [(job.encode(),) for job in jobs], "fetch")
+    send_all(fetch_article, [(job.encode(),) for job in jobs], "fetch", task_ids)
+
+
+def _grace(c: Context) -> float:
+    """How long a page may show no sign of life before the sweep sends it again: twice the time after which
+    Redis gives a dead worker's messages back, so only a message lost outright (not merely slow) is resent."""
+    return 2 * c.settings.visibility_timeout
 
 
 # --- download stage -------------------------------------------------------------------------------------------
@@ -309,10 +317,13 @@ def _put_off(self: Task, c: Context, job: PageJob, exc: RetryLater) -> None:
     later = job.model_copy(update={"host_busy": busy, "reserved_at": exc.reserved_at})
     fetch_article.apply_async((later.encode(),), queue="fetch", countdown=countdown,
                               retries=self.request.retries, task_id=self.request.id)
+    pipe = c.r.pipeline(transaction=False)
     if not job.host_busy:  # a page put off again was counted as waiting already
-        runs.put_off(c.r, "fetch")
+        runs.put_off(pipe, "fetch")
     else:
-        runs.count(c.r, "put_off:fetch")
+        runs.count(pipe, "put_off:fetch")
+    ledger.alive(pipe, job, countdown + _grace(c))
+    pipe.execute()
 
 
 def _finish(r: Any, job: PageJob, owner: str | None = None, *, waited: bool = False) -> None:

@@ -3,12 +3,10 @@ leaves for the extract stage, how big it is, when it expires, and the sweep's in
 
 from __future__ import annotations
 
-import json
-
 import redis
 
 from worker.context import Context
-from worker.core.messages import FetchedPage, PageJob
+from worker.core.messages import PageJob
 from worker.core.settings import Settings
 from worker.core.urls import article_id, canonicalize
 from worker.demo.server import LocalServer
@@ -43,25 +41,3 @@ def test_download_leaves_the_page_compressed_with_a_ttl(redis_client: redis.Redi
     hits = dict(http_server.hits)
     again = download(ctx, job, owner="t1", stored=handoff.describe(redis_client, job.article_id))
     assert again is not None and again.final_url == page.final_url and http_server.hits == hits
-
-
-def test_overdue_pages_are_sent_again_once_per_period(redis_client: redis.Redis, http_server: LocalServer) -> None:
-    job, _ = job_for(http_server)
-    ctx = Context(redis_client, Settings(allow_private_networks=True))
-    page = download(ctx, job, owner="t2")
-    assert page is not None
-    assert handoff.overdue(redis_client, older_than=3600) == []  # handed over just now
-    (message,) = handoff.overdue(redis_client, older_than=0)
-    assert FetchedPage.model_validate(json.loads(message)) == page
-    assert handoff.overdue(redis_client, older_than=1) == []  # stamped: not again within the period
-    handoff.drop(redis_client, job.article_id)
-    assert handoff.overdue(redis_client, older_than=0) == []
-
-
-def test_an_expired_page_leaves_the_index(redis_client: redis.Redis, http_server: LocalServer) -> None:
-    job, _ = job_for(http_server)
-    ctx = Context(redis_client, Settings(allow_private_networks=True))
-    assert download(ctx, job, owner="t3") is not None
-    redis_client.delete(handoff.page_key(job.article_id))  # what its TTL does
-    assert handoff.overdue(redis_client, older_than=0) == []
-    assert redis_client.zcard(handoff.handed_key()) == 0

@@ -77,7 +77,7 @@ class Stack:
         self.names: list[str] = []
 
     def start_worker(self, name: str, *, concurrency: int = 1, env: dict[str, str] | None = None,
-                     queues: str = "poll,fetch,extract,publish", stage: str | None = None,
+                     queues: str | None = None, stage: str | None = None,
                      app: str = "worker.app") -> subprocess.Popen[bytes]:
         """A real worker in its own session (so its whole process group can be killed); returns once it
         answers a ping. ``stage`` runs that stage's queues and pool (``worker.app.stages``); by default one
@@ -88,8 +88,11 @@ class Stack:
         metrics_dir = tempfile.mkdtemp(prefix=f"prom-{name}-", dir=self.tmp)
         if stage is not None:
             args = stages()[stage].celery_args(node=f"{name}@%h", concurrency=concurrency)
+            if queues is not None:
+                args[args.index("-Q") + 1] = queues
         else:
-            args = ["worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO"]
+            args = ["worker", "-Q", queues or ",".join(QUEUES), "-c", str(concurrency), "-n", f"{name}@%h",
+                    "-l", "INFO"]
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", app, *args, "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=os.environ | self.env | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir} | (env or {}),

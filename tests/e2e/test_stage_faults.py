@@ -111,8 +111,8 @@ def test_extract_worker_killed_mid_extraction(tmp_path: Path, http_server: Local
     """The extract worker dies as it starts on a page that is waiting in Redis: a new extract worker takes
     the page from there (no second download) and publishes every article once. A message the dying worker had
     just popped and not yet recorded as unacknowledged (kombu's Redis transport) is lost to the broker; beat's
-    sweep sends it again from the stored page, here every 2 s as the test's beat."""
-    s = Stack(tmp_path, env={"INGEST_VISIBILITY_TIMEOUT": str(VISIBILITY), "INGEST_PAGE_TTL": "20"})
+    sweep sends its page again (``worker.core.ledger``), here every 2 s as the test's beat."""
+    s = Stack(tmp_path, env={"INGEST_VISIBILITY_TIMEOUT": str(VISIBILITY)})
     try:
         site = serve_site(http_server, n=3, seed=73)
         s.start_worker("download", stage="download", concurrency=4)
@@ -157,5 +157,35 @@ def test_extract_worker_killed_after_publishing_before_the_ack(tmp_path: Path, h
         assert_published_once(s.published(), http_server, site)
         assert counts.get("published:articles") == 3, counts
         assert "already_published" in s.log_tail("extract2", 200_000)
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_message_lost_by_the_broker_is_sent_again_by_the_sweep(tmp_path: Path, http_server: LocalServer) -> None:
+    """A page's download message vanishes from the broker (what kombu's Redis transport does to a message a
+    worker popped as it was killed): the ledger of pages in flight still has it, beat's sweep sends it again
+    once it is overdue, and every article is published once."""
+    s = Stack(tmp_path, env={"INGEST_VISIBILITY_TIMEOUT": str(VISIBILITY)})
+    try:
+        site = serve_site(http_server, n=3, seed=75)
+        s.start_worker("poller", stage="download", queues="poll", concurrency=2)
+        run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="lost-message")])
+        deadline = time.monotonic() + 60
+        while s.r.llen("fetch") < 3:
+            assert time.monotonic() < deadline, s.log_tail("poller")
+            time.sleep(0.1)
+        assert s.r.rpop("fetch") is not None  # the oldest message, gone
+        s.start_worker("download", stage="download", concurrency=4)
+        s.start_worker("extract", stage="extract", concurrency=1)
+        deadline = time.monotonic() + 150
+        while runs.pending(s.r, run_id) > 0:
+            assert time.monotonic() < deadline, (runs.totals(s.r, run_id), s.log_tail("download"))
+            s.app.send_task("worker.tasks.sweep", queue="poll")
+            time.sleep(2)
+        assert_published_once(s.published(), http_server, site)
+        assert runs.totals(s.r, run_id).get("published:articles") == 3
+        assert "pages_resent" in s.log_tail("poller", 200_000) + s.log_tail("download", 200_000)
     finally:
         s.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from worker.core import ledger
 from worker.core.keys import key
 from worker.core.messages import PageJob
 
@@ -121,7 +122,9 @@ def close(r: redis.Redis, run_id: str) -> None:
 
 
 def article_done(r: redis.Redis, job: PageJob) -> None:
-    """The page's work is over (published, duplicate, already published, or dead-lettered)."""
+    """The page's work is over (published, duplicate, already published, or dead-lettered): off its run and
+    off the ledger of pages in flight (``r`` may be a pipeline)."""
+    ledger.done(r, job)
     if job.run:
         r.srem(_todo(job.run), item(job))
 

@@ -57,7 +57,7 @@ def download(ctx: Context, job: PageJob, *, owner: str, final_attempt: bool = Tr
             return None
         stored = handoff.StoredPage(resp.body, resp.url, resp.charset, now_iso())
         page = _message(job, stored, owner, len(resp.body))
-        packed = handoff.store(ctx.r, job.article_id, stored, ctx.settings.page_ttl, page.model_dump_json())
+        packed = handoff.store(ctx.r, job.article_id, stored, ctx.settings.page_ttl)
         metrics.HANDOFF_BYTES.observe(packed)
         return page
     log.info("page_already_downloaded")  # a redelivery: the extract message goes out again, the page does not
