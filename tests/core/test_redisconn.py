@@ -53,3 +53,34 @@ def test_other_errors_still_raise(private_redis: tuple[redis.Redis, str]) -> Non
     with pytest.raises(redis.ResponseError):
         pipe.execute()
     assert int(r.get("n") or 0) == 1  # not a transaction: the rest ran
+
+
+def test_every_download_thread_gets_a_connection_at_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download worker runs INGEST_DOWNLOAD_CONCURRENCY threads that may all talk to Redis at the same moment:
+    none may fail for want of a connection (redis-py 8's default pool raised "Too many connections" at 100)."""
+    import threading
+
+    from worker.core.redisconn import get_redis
+    from worker.core.settings import get_settings
+
+    threads_n = 150
+    monkeypatch.setenv("INGEST_DOWNLOAD_CONCURRENCY", str(threads_n))
+    get_settings.cache_clear()
+    r = get_redis()
+    start = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def hold_one() -> None:
+        start.wait()
+        try:
+            r.blpop(["ingest:test:never"], timeout=0.5)  # holds its connection for the whole wait
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=hold_one) for _ in range(threads_n)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    get_settings.cache_clear()
+    assert errors == []

@@ -108,14 +108,28 @@ def embedded_running() -> bool:
     return start_embedded.cache_info().currsize > 0
 
 
+# Connections a process may open beyond one per download thread: beat's and Celery's own threads, metrics, the
+# ledger sweep. Each thread holds at most one connection at a time (a pipeline returns it after execute).
+POOL_MARGIN = 32
+# How long a thread waits for a free connection before the command fails (then the task's own retry applies).
+POOL_WAIT = 20.0
+
+
 @lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True, socket_timeout=30)
+def _client(url: str, max_connections: int) -> redis.Redis:
+    # Bounded and blocking: redis-py 8 caps a plain pool at 100 connections and raises "Too many connections"
+    # beyond, which crashed downloads of a 200-thread worker; here a thread past the cap waits for a free one.
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=POOL_WAIT,
+        health_check_interval=30, socket_keepalive=True, socket_timeout=30,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def get_redis(settings: Settings | None = None) -> redis.Redis:
     """The process-wide client (connection pool) for the configured Redis."""
-    return _client(redis_url(settings))
+    settings = settings or get_settings()
+    return _client(redis_url(settings), max(settings.download_concurrency, settings.concurrency) + POOL_MARGIN)
 
 
 class OneTrip(redis.client.Pipeline):  # type: ignore[misc]
