@@ -28,7 +28,7 @@ import redis
 from worker.clean import rules
 from worker.clean.fleet import SHARE_AT, FleetPrior
 from worker.clean.rules import CleanResult, CleanRules
-from worker.core.keys import digest, key, site_part
+from worker.core.keys import digest, key, site_part, tagged
 from worker.core.redisconn import lua
 from worker.core.settings import Settings, get_settings
 
@@ -103,15 +103,15 @@ class SiteMemory:
 
     @staticmethod
     def _pages_key(site: str, bucket: int) -> str:
-        return key("site", site_part(site), "pages", str(bucket))
+        return key("site", tagged(site_part(site)), "pages", str(bucket))
 
     @staticmethod
     def _lines_key(site: str, bucket: int) -> str:
-        return key("site", site_part(site), "lines", str(bucket))
+        return key("site", tagged(site_part(site)), "lines", str(bucket))
 
     @staticmethod
     def _titles_key(site: str) -> str:
-        return key("site", site_part(site), "titles")
+        return key("site", tagged(site_part(site)), "titles")
 
     @staticmethod
     def _page_member(page_id: str) -> str:
