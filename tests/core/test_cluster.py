@@ -6,17 +6,24 @@ pipeline its one round trip."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from redis.cluster import key_slot
 
 from tests.cluster import LocalCluster
-from tests.conftest import ON_CLUSTER
+from tests.conftest import ON_CLUSTER, broker_url
 from tests.e2e.test_faults import private_redis
 from worker.core.redisconn import Cluster, OneTrip, one_trip
 from worker.core.settings import Settings, get_settings
+from worker.demo.server import LocalServer
+from worker.demo.site import build_site
+from worker.feeds.feedlist import Feed, save_feeds
 
 __all__ = ["private_redis"]  # the fixture, imported for this module's tests
 
@@ -172,3 +179,22 @@ def test_publish_across_slots_is_once_per_stream(on_cluster: Cluster) -> None:
     assert [on_cluster.xlen(s) for s in streams] == [1, 1, 1]
     assert publisher.publish(article, streams) == []  # published: nothing to do
     assert json.loads(on_cluster.xrange("articles")[0][1][b"data"])["id"] == article.id
+
+
+def test_a_one_shot_run_with_its_state_on_the_cluster(on_cluster: Cluster, http_server: LocalServer,
+                                                       tmp_path: Path) -> None:
+    """``ingest run --once`` as a user runs it against a cluster: every article published on the cluster's
+    stream, the state spread over the three nodes, the host's keys in one slot."""
+    site = build_site(http_server.url(""), n_articles=6, seed=41)
+    http_server.routes.update(site.routes)
+    feeds = tmp_path / "feeds.yaml"
+    save_feeds(feeds, [Feed(url=http_server.url(site.feed_path), name="on the cluster")])
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "run", "--once", "--json", "--feeds", str(feeds)],
+                         capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+                         env=os.environ | {"INGEST_BROKER_URL": broker_url()})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout)["counts"]["published:articles"] == 6
+    assert on_cluster.xlen("articles") == 6
+    keys = [k.decode() for k in on_cluster.scan_iter(count=1000)]
+    assert any(k.startswith("ingest:host:{127.0.0.1%3a") and k.endswith("}:latency") for k in keys), keys[:50]
+    assert all(node.redis_connection.dbsize() > 0 for node in on_cluster.get_primaries())
