@@ -22,6 +22,7 @@ from worker.demo.server import LocalServer
 from worker.feeds.feedlist import Feed
 from worker.publish.deadletter import DeadLetters
 
+pytestmark = pytest.mark.cluster  # every one of them again with the state on a Redis Cluster
 VISIBILITY = 8  # seconds: the killed worker's messages come back this long after they were taken
 
 
@@ -50,7 +51,6 @@ def page_paths(site: object, server: LocalServer) -> list[str]:
     return [f"/articles/{a.slug}.html" for a in site.articles]  # type: ignore[attr-defined]
 
 
-@pytest.mark.cluster
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_download_worker_killed_mid_download(tmp_path: Path, http_server: LocalServer) -> None:
@@ -138,7 +138,6 @@ def test_extract_worker_killed_mid_extraction(tmp_path: Path, http_server: Local
         s.close()
 
 
-@pytest.mark.cluster
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_extract_worker_killed_after_publishing_before_the_ack(tmp_path: Path, http_server: LocalServer) -> None:
@@ -163,7 +162,6 @@ def test_extract_worker_killed_after_publishing_before_the_ack(tmp_path: Path, h
         s.close()
 
 
-@pytest.mark.cluster
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_message_lost_by_the_broker_is_sent_again_by_the_sweep(tmp_path: Path, http_server: LocalServer) -> None:
