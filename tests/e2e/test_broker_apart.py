@@ -138,3 +138,14 @@ def test_stage_workers_with_the_broker_apart(redis_client: redis.Redis, broker: 
     finally:
         for proc in procs:
             stop_worker(proc)
+
+
+def test_a_cluster_that_cannot_be_used_is_one_line(redis_client: redis.Redis) -> None:
+    """State on a cluster whose node cannot be reached, or a URL that is no cluster node: one line naming
+    REDIS_URL and INGEST_REDIS_CLUSTER, never a traceback."""
+    for state in ("redis://127.0.0.1:1/0", "redis://127.0.0.1:6379/3"):
+        out = ingest("stats", env={"REDIS_URL": state, "INGEST_REDIS_CLUSTER": "true",
+                                   "INGEST_BROKER_URL": "redis://127.0.0.1:1/0"}, timeout=60)
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert len(errors) == 1 and "Redis Cluster" in errors[0] and "REDIS_URL" in errors[0], out.stderr[-2000:]
