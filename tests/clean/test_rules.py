@@ -176,7 +176,7 @@ def test_a_sidebar_line_is_short_unsentenced_between_removed_lines_at_an_edge() 
     # between paragraphs it is a subheading
     assert reasons([(P0, NONE), REMOVED_A, (THIRD, NONE), REMOVED_B, (P1, NONE)])[2] is None
     # turned off
-    assert reasons([REMOVED_A, (THIRD, NONE), REMOVED_B, (P0, NONE)], CleanRules(sidebar_passes=0))[1] is None
+    assert reasons([REMOVED_A, (THIRD, NONE), REMOVED_B, (P0, NONE)], CleanRules(sidebar=False))[1] is None
 
 
 def test_the_first_and_last_lines_are_never_sidebar() -> None:
