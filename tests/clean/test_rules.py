@@ -171,6 +171,13 @@ def test_a_sidebar_line_is_short_unsentenced_between_removed_lines_at_an_edge() 
         clean.SITE_REPEAT, clean.SIDEBAR, clean.SITE_REPEAT, None, None]
     assert reasons([(P0, NONE), (P1, NONE), REMOVED_A, (THIRD, NONE), REMOVED_B]) == [
         None, None, clean.SITE_REPEAT, clean.SIDEBAR, clean.SITE_REPEAT]
+    # fifteen words are still short
+    assert reasons([(P0, NONE), (P1, NONE), REMOVED_A, (words(15), NONE), REMOVED_B])[3] == clean.SIDEBAR
+    # a removed line on one side only is not enough, above or below
+    assert reasons([(P0, NONE), (P1, NONE), (OTHER, NONE), (THIRD, NONE), REMOVED_A]) == [None] * 4 + [
+        clean.SITE_REPEAT]
+    assert reasons([(P0, NONE), (P1, NONE), REMOVED_A, (THIRD, NONE), (OTHER, NONE)]) == [
+        None, None, clean.SITE_REPEAT, None, None]
     # a sentence there is the article's last short paragraph
     assert reasons([(P0, NONE), (P1, NONE), REMOVED_A, ("He left early.", NONE), REMOVED_B])[3] is None
     # between paragraphs it is a subheading
@@ -199,6 +206,25 @@ def test_removing_half_the_words_is_not_yet_a_near_copy() -> None:
     assert result.text == f"{twenty}\n{words(21)}"
 
 
+def test_clean_lines_applies_the_thresholds_it_is_given() -> None:
+    stricter = CleanRules(short_min_pages=3)
+    # a short line seen on two other pages is no template when three are asked for
+    assert clean.clean_lines([P0, SHORT], [NONE, LineStats(pages=2)], stricter).removed == []
+    # ...also on a near-copy page, decided again with its long lines kept
+    near_copy = clean.clean_lines([words(20), SHORT], [LineStats(pages=5), LineStats(pages=2)], stricter)
+    assert near_copy.removed == []
+    assert clean.clean_lines([words(20), SHORT], [LineStats(pages=5), LineStats(pages=3)], stricter).removed == [
+        (SHORT, clean.SITE_REPEAT)]
+
+
+def test_stats_not_aligned_with_the_lines_are_refused() -> None:
+    # a line without its evidence would silently be kept: a caller's bug, not a page to clean
+    with pytest.raises(ValueError):
+        clean.decide([P0, SHORT], [NONE])
+    with pytest.raises(ValueError):
+        clean.clean_lines([P0, SHORT], [NONE, NONE, NONE])
+
+
 def test_an_empty_page() -> None:
     assert clean.clean_lines([], []) == clean.CleanResult(text="")
 
@@ -225,6 +251,13 @@ def test_a_line_the_memory_did_not_keep_has_no_evidence() -> None:
     # the page is observed, but its bucket was full (or has expired): nothing counted, nothing negative
     lines = [SHORT, DIGITS, LABELLED]
     assert clean.lookup_stats(lines, None, {}, {}, set(), True, {}, slots=["aside"] * 3,
+                              slot_counts={}) == [LineStats()] * 3
+
+
+def test_a_page_the_memory_never_saw_has_no_evidence() -> None:
+    # cleaned before it was observed, on a new site: counts absent, nothing to take off for the page itself
+    lines = [SHORT, DIGITS, LABELLED]
+    assert clean.lookup_stats(lines, None, {}, {}, set(), False, {}, slots=["aside"] * 3,
                               slot_counts={}) == [LineStats()] * 3
 
 
@@ -262,10 +295,12 @@ def test_the_fleet_prior_of_a_line_with_digits_is_its_better_shared_form() -> No
     share, stamp, later, friday = "Share this article", "Updated at 08h35", "Updated at 09h00", "Friday edition"
     fleet = {clean.exact_hash(norm(share)): 5, clean.exact_hash(norm(stamp)): 7,
              clean.template_hash(norm(stamp)): 6, clean.template_hash(norm(friday)): 9}
-    lines = [share, stamp, later, friday]
+    edition, route = "Edition 42", "Route 9 reopens"  # digits, no masked form in the fleet's counts
+    fleet[clean.exact_hash(norm(edition))] = 3
+    lines = [share, stamp, later, friday, edition, route]
     stats = clean.lookup_stats(lines, None, {}, {}, set(), False, fleet_counts=fleet)
-    assert [st.fleet_sites for st in stats] == [5, 7, 6, 0]
-    assert [st.fleet_sites for st in clean.lookup_stats(lines, None, {}, {}, set(), False)] == [0, 0, 0, 0]
+    assert [st.fleet_sites for st in stats] == [5, 7, 6, 0, 3, 0]
+    assert [st.fleet_sites for st in clean.lookup_stats(lines, None, {}, {}, set(), False)] == [0] * 6
 
 
 def test_a_line_sharing_most_words_with_the_title_is_never_a_slot_template() -> None:
