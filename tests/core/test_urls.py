@@ -114,3 +114,10 @@ def test_a_long_url_that_cannot_be_normalised_is_named_by_its_first_200_characte
 
 def test_redact_url_without_a_host() -> None:
     assert redact_url("http://u:p@/x") == "http://u:***@/x"
+
+
+def test_a_long_url_urlsplit_cannot_read_is_named_by_its_first_200_characters() -> None:
+    url = "http://[::1/" + "a" * 300
+    with pytest.raises(InvalidURL) as info:
+        canonicalize(url)
+    assert str(info.value) == f"not an http(s) URL: {url[:200]!r}: Invalid IPv6 URL"
