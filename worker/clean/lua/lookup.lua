@@ -11,31 +11,40 @@ local SLOT = 8
 local HEADER = 8
 local EMPTY = string.rep('\0', 6)
 
-local n_buckets = #KEYS / 2
-local sizes = {}
+local SMALL = 2048  -- slots up to which a table is read whole (16 KB): one call instead of one per field
 
-local function slots(key)
-  local m = sizes[key]
-  if m == nil then
+local n_buckets = #KEYS / 2
+local tables = {}
+
+local function table_of(key)
+  local t = tables[key]
+  if t == nil then
+    t = {m = 0}
     local len = redis.pcall('STRLEN', key)
-    if type(len) ~= 'number' or len < HEADER + SLOT then
-      m = 0
-    else
-      m = (len - HEADER) / SLOT
+    if type(len) == 'number' and len >= HEADER + SLOT then
+      t.m = (len - HEADER) / SLOT
+      if t.m <= SMALL then
+        t.data = redis.call('GET', key)
+      end
     end
-    sizes[key] = m
+    tables[key] = t
   end
-  return m
+  return t
 end
 
 local function count_of(key, fp)
-  local m = slots(key)
-  if m == 0 or fp == EMPTY then
+  local t = table_of(key)
+  if t.m == 0 or fp == EMPTY then
     return 0
   end
   local a, b, c = string.byte(fp, 1, 3)
-  local h = (a * 65536 + b * 256 + c) % (m - W + 1)
-  local window = redis.call('GETRANGE', key, HEADER + SLOT * h, HEADER + SLOT * (h + W) - 1)
+  local h = (a * 65536 + b * 256 + c) % (t.m - W + 1)
+  local window
+  if t.data then
+    window = string.sub(t.data, HEADER + SLOT * h + 1, HEADER + SLOT * (h + W))
+  else
+    window = redis.call('GETRANGE', key, HEADER + SLOT * h, HEADER + SLOT * (h + W) - 1)
+  end
   for j = 0, W - 1 do
     local s = string.sub(window, SLOT * j + 1, SLOT * j + 6)
     if s == fp then

@@ -34,18 +34,28 @@ local n_fields = tonumber(ARGV[7])
 local n_share = tonumber(ARGV[8])
 local first = 9
 
--- Slots of the table at key, 0 when there is none. A key of an earlier layout (a set or a hash) is dropped:
--- what it held is learnt again within a bucket.
-local function slots(key)
-  local len = redis.pcall('STRLEN', key)
-  if type(len) ~= 'number' then
-    redis.call('DEL', key)
-    return 0
+-- What this call knows of each table it touched: its slots (m), the slots in use (n), and whether n must be
+-- written back to the header at the end (one write per table, not one per new fingerprint).
+local tables = {}
+
+-- The table at key, {m = 0} when there is none. A key of an earlier layout (a set or a hash) is dropped: what
+-- it held is learnt again within a bucket.
+local function table_of(key)
+  local t = tables[key]
+  if t == nil then
+    local len = redis.pcall('STRLEN', key)
+    if type(len) ~= 'number' then
+      redis.call('DEL', key)
+      len = 0
+    end
+    t = {m = 0, n = 0, dirty = false}
+    if len >= HEADER + SLOT then
+      t.m = (len - HEADER) / SLOT
+      t.n = struct.unpack('>I4', redis.call('GETRANGE', key, 0, 3))
+    end
+    tables[key] = t
   end
-  if len < HEADER + SLOT then
-    return 0
-  end
-  return (len - HEADER) / SLOT
+  return t
 end
 
 local function home(fp, m)
@@ -53,16 +63,12 @@ local function home(fp, m)
   return (a * 65536 + b * 256 + c) % (m - W + 1)
 end
 
-local function in_use(key)
-  return (struct.unpack('>I4', redis.call('GETRANGE', key, 0, 3)))
-end
-
--- The table at key, re-laid on new_m slots; returns the slots in use.
-local function rebuild(key, m, new_m)
-  local data = m > 0 and redis.call('GET', key) or ''
+-- The table at key, re-laid on new_m slots (its header written with the slots in use).
+local function rebuild(key, t, new_m)
+  local data = t.m > 0 and redis.call('GET', key) or ''
   local placed = {}
   local n = 0
-  for i = 0, m - 1 do
+  for i = 0, t.m - 1 do
     local at = HEADER + SLOT * i
     local fp = string.sub(data, at + 1, at + 6)
     if fp ~= EMPTY then
@@ -82,7 +88,7 @@ local function rebuild(key, m, new_m)
     parts[#parts + 1] = placed[i] or empty
   end
   redis.call('SET', key, table.concat(parts), 'KEEPTTL')
-  return n
+  t.m, t.n, t.dirty = new_m, n, false
 end
 
 -- One more page for fp in the table at key; returns its count (0: not taken, the table is full).
@@ -91,13 +97,12 @@ local function add(key, fp, max_slots, evict)
   if fp == EMPTY then
     return 0
   end
-  local m = slots(key)
-  if m == 0 then
-    m = MIN_SLOTS
-    rebuild(key, 0, m)
+  local t = table_of(key)
+  if t.m == 0 then
+    rebuild(key, t, MIN_SLOTS)
   end
   while true do
-    local h = home(fp, m)
+    local h = home(fp, t.m)
     local window = redis.call('GETRANGE', key, HEADER + SLOT * h, HEADER + SLOT * (h + W) - 1)
     local free, once = nil, nil
     for j = 0, W - 1 do
@@ -118,16 +123,14 @@ local function add(key, fp, max_slots, evict)
         once = j
       end
     end
-    local n = in_use(key)
-    local can_grow = 2 * m <= max_slots
-    if free ~= nil and (n < 0.75 * m or not can_grow) then
+    local can_grow = 2 * t.m <= max_slots
+    if free ~= nil and (t.n < 0.75 * t.m or not can_grow) then
       redis.call('SETRANGE', key, HEADER + SLOT * (h + free), fp .. struct.pack('>I2', 1))
-      redis.call('SETRANGE', key, 0, struct.pack('>I4', n + 1))
+      t.n, t.dirty = t.n + 1, true
       return 1
     end
     if can_grow then
-      rebuild(key, m, 2 * m)
-      m = 2 * m
+      rebuild(key, t, 2 * t.m)
     elseif evict and once ~= nil then
       redis.call('SETRANGE', key, HEADER + SLOT * (h + once), fp .. struct.pack('>I2', 1))
       return 1
@@ -138,11 +141,11 @@ local function add(key, fp, max_slots, evict)
 end
 
 local function count_of(key, fp)
-  local m = slots(key)
-  if m == 0 or fp == EMPTY then
+  local t = table_of(key)
+  if t.m == 0 or fp == EMPTY then
     return 0
   end
-  local h = home(fp, m)
+  local h = home(fp, t.m)
   local window = redis.call('GETRANGE', key, HEADER + SLOT * h, HEADER + SLOT * (h + W) - 1)
   for j = 0, W - 1 do
     local s = string.sub(window, SLOT * j + 1, SLOT * j + 6)
@@ -156,13 +159,22 @@ local function count_of(key, fp)
   return 0
 end
 
+local function write_headers()
+  for key, t in pairs(tables) do
+    if t.dirty then
+      redis.call('SETRANGE', key, 0, struct.pack('>I4', t.n))
+      t.dirty = false
+    end
+  end
+end
+
 for i = 1, n_buckets do
   if count_of(KEYS[i], page) > 0 then
     return {0}
   end
 end
 local pages_key = KEYS[1]
-if (slots(pages_key) > 0 and in_use(pages_key) >= max_pages) or add(pages_key, page, max_page_slots, false) == 0 then
+if table_of(pages_key).n >= max_pages or add(pages_key, page, max_page_slots, false) == 0 then
   return {2}
 end
 redis.call('EXPIRE', pages_key, ttl)
@@ -177,6 +189,7 @@ end
 for i = first + n_fields, #ARGV do
   add(lines_key, ARGV[i], max_line_slots, true)
 end
+write_headers()
 if #ARGV >= first then
   redis.call('EXPIRE', lines_key, ttl)
 end
