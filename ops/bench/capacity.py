@@ -14,9 +14,15 @@ time of the redis-server process (/proc), which includes its network I/O. The be
 end once a second (a few commands, counted in). Idle workers' broker polling is counted in: it is part of
 the load. After phase 1 every key is sized with ``MEMORY USAGE`` and grouped by what it belongs to.
 
-The articles/s one node sustains is derived: 1 / Redis CPU per article (Redis runs commands on one thread). On
-this 2-core machine the workers take both cores, so Redis cannot be driven to saturation here without the
-workers starving it; the figure is the ceiling of its main thread, not a measured saturation.
+The articles/s one node sustains, two ways: derived, 1 / Redis CPU per article (Redis runs commands on one
+thread); and replayed (``--replay``): phase 1 is run a third time with ``MONITOR`` recording every command the
+clients send (not those a script runs inside), then, with the workers stopped and the database emptied each
+time, the recording is sent again as fast as ``N`` client processes can (pipelines of 100, the recording split
+in N contiguous parts), for N = 1, 2, 4: articles/s = articles recorded / replay time, with Redis's CPU use over
+the same time. On this 2-core machine the clients share the cores with Redis, so the replay saturates Redis only
+when its CPU use nears one core; the output says how near. Blocking pops (the workers' idle broker polling) and
+MULTI/EXEC wrappers are not replayed; a replayed script sees the state its recording saw only roughly (a claim
+taken by an earlier command of another client part), so the replay is an estimate of the command mix's cost.
 
 Last line: ``capacity key=value ...``.
 """
@@ -25,8 +31,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing as mp
 import os
+import re
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +104,118 @@ def phase(r: Any, feeds: list[Any], roles: dict[str, int], timeout: float) -> tu
 
 GB = 1e9
 
+# --- replaying the command mix ------------------------------------------------------------------------------
+
+_ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a", b"b": b"\b"}
+# blocking pops are the workers' idle polling; MULTI/EXEC only wrap commands that are replayed one by one
+NOT_REPLAYED = {b"BRPOP", b"BLPOP", b"BZPOPMIN", b"BLMOVE", b"MULTI", b"EXEC", b"MONITOR", b"INFO", b"CONFIG",
+                b"CLIENT", b"HELLO", b"PING", b"SELECT", b"PSUBSCRIBE", b"SUBSCRIBE", b"PUBLISH", b"ECHO"}
+
+
+def _unescape(raw: bytes) -> bytes:
+    """A MONITOR argument as Redis quotes it (sdscatrepr) back to its bytes."""
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i : i + 1] == b"\\" and i + 1 < len(raw):
+            nxt = raw[i + 1 : i + 2]
+            if nxt == b"x":
+                out.append(int(raw[i + 2 : i + 4], 16))
+                i += 4
+                continue
+            out += _ESCAPES.get(nxt, nxt)
+            i += 2
+            continue
+        out += raw[i : i + 1]
+        i += 1
+    return bytes(out)
+
+
+class Recorder(threading.Thread):
+    """Every command a client sends while it runs, from MONITOR (commands inside scripts left out)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5)
+        self.monitor = self.client.monitor()
+        self.monitor.__enter__()
+        self.commands: list[list[bytes]] = []
+        # the thread parses slower than Redis writes: it reads on until this mark, sent when the phase ends
+        self.mark = f"capacity-end-{os.getpid()}-{time.time_ns()}".encode()
+
+    def run(self) -> None:
+        import redis
+
+        conn = self.monitor.connection
+        while True:
+            try:
+                line = conn.read_response()
+            except redis.TimeoutError:
+                continue
+            if not isinstance(line, bytes) or b"] " not in line:
+                continue
+            if self.mark in line:
+                return
+            client, _, rest = line.partition(b"] ")
+            if client.endswith(b" lua") or client.endswith(b"lua"):
+                continue
+            args = [_unescape(a) for a in _ARG.findall(rest)]
+            if args and args[0].upper() not in NOT_REPLAYED:
+                self.commands.append(args)
+
+    def stop(self, r: Any) -> list[list[bytes]]:
+        r.echo(self.mark)
+        self.join(300)
+        self.client.close()
+        return self.commands
+
+
+def _replay_part(url: str, commands: list[list[bytes]], go: Any, done: Any) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    r.ping()
+    go.wait()
+    errors: collections.Counter[str] = collections.Counter()
+    for i in range(0, len(commands), 100):
+        pipe = r.pipeline(transaction=False)
+        batch = commands[i : i + 100]
+        for args in batch:
+            pipe.execute_command(*args)
+        for args, reply in zip(batch, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, Exception):
+                errors[f"{args[0].decode(errors='replace')}: {str(reply)[:60]}"] += 1
+    done.put(errors)
+
+
+def replay(r: Any, url: str, commands: list[list[bytes]], articles: int, redis_pid: int,
+           clients: int) -> tuple[float, float, collections.Counter[str]]:
+    """Send the recording again from ``clients`` processes on an emptied database; returns (articles/s, share
+    of one core Redis used meanwhile, the replies that were errors)."""
+    benchlib.flush_keeping_bindings(r)
+    ctx = mp.get_context("fork")
+    go, done = ctx.Event(), ctx.Queue()
+    size = -(-len(commands) // clients)
+    procs = [ctx.Process(target=_replay_part, args=(url, commands[k * size : (k + 1) * size], go, done))
+             for k in range(clients)]
+    for proc in procs:
+        proc.start()
+    time.sleep(1.0)  # every client connected and waiting
+    cpu0 = benchlib.cpu_seconds({"redis": redis_pid})["redis"]
+    started = time.perf_counter()
+    go.set()
+    errors: collections.Counter[str] = collections.Counter()
+    for _ in procs:
+        errors.update(done.get(timeout=600))
+    elapsed = time.perf_counter() - started
+    cpu1 = benchlib.cpu_seconds({"redis": redis_pid})["redis"]
+    for proc in procs:
+        proc.join(30)
+    return articles / elapsed, (cpu1 - cpu0) / elapsed, errors
+
 
 def deployments(f: dict[str, float], args: argparse.Namespace) -> None:
     """What 1 000 / 100 000 / 1 000 000 feeds need, from the measured figures and the stated assumptions."""
@@ -134,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-host", type=int, default=10)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--replay", action="store_true", help="also replay the recorded command mix (see above)")
     ap.add_argument("--articles-per-feed-day", type=float, default=20.0)
     ap.add_argument("--peak", type=float, default=3.0, help="peak articles/s over the day's mean")
     ap.add_argument("--poll-interval", type=float, default=900.0, help="INGEST_DEFAULT_INTERVAL")
@@ -217,10 +340,31 @@ def main(argv: list[str] | None = None) -> int:
             top2 = sorted(mix2.items(), key=lambda kv: -kv[1][0])[:10]
             print("  per empty poll: " + " ".join(f"{k}={figures[k]:.2f}" for k in figures if "empty_poll" in k)
                   + "; mix " + " ".join(f"{k}={c / n_feeds:.1f}" for k, (c, _) in top2))
+            recorded: list[list[bytes]] = []
+            if args.replay:
+                benchlib.flush_keeping_bindings(r)
+                Schedule(r).sync(feeds)
+                recorder = Recorder(os.environ["REDIS_URL"])
+                recorder.start()
+                totals3, _, _, _ = phase(r, feeds, roles, args.timeout)
+                recorded = recorder.stop(r)
+                n_recorded = sum(v for k, v in totals3.items() if k.startswith(("published:", "duplicates:")))
         finally:
             for worker in (downloads, extracts):
                 benchlib.stop_worker(worker)
             server.stop()
+        if recorded:
+            names = collections.Counter(a[0].upper().decode() for a in recorded)
+            print(f"replay: {len(recorded)} commands recorded for {n_recorded} articles "
+                  f"({len(recorded) / max(1, n_recorded):.1f} sent by clients an article): "
+                  + " ".join(f"{k}={v / max(1, n_recorded):.1f}" for k, v in names.most_common(12)))
+            for clients in (1, 2, 4):
+                rate, busy, errors = replay(r, os.environ["REDIS_URL"], recorded, n_recorded, redis_server.proc.pid,
+                                            clients)
+                figures[f"replay_articles_per_s_c{clients}"] = rate
+                figures[f"replay_redis_cpu_share_c{clients}"] = busy
+                print(f"  {clients} client processes: {rate:.0f} articles/s, Redis busy {busy:.0%} of a core; "
+                      f"{sum(errors.values())} error replies {dict(errors.most_common(4))}")
     finally:
         redis_server.stop()
     figures["articles_per_s_per_node"] = 1000 / figures["redis_cpu_ms_per_article"]
