@@ -1,6 +1,8 @@
 # News-ingest worker image: one image for `ingest worker`, `ingest beat`, `ingest run` and `ingest stats`.
 # Build: docker build -t news-ingest-worker:0.1.0 .
-FROM python:3.12.8-slim-bookworm
+# The Python the tests run on (CI: 3.11.7), so the image runs what CI tested; the dependencies come pinned and
+# hash-checked from requirements-prod.lock (no dev tools, no bundled redis-server: the image talks to REDIS_URL).
+FROM python:3.11.7-slim-bookworm
 
 # INGEST_FEEDS: the package resolves config/ next to itself, which is site-packages once installed.
 # PROMETHEUS_MULTIPROC_DIR: pool children write their metrics there; the main process serves the sum.
@@ -14,9 +16,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# The locked dependencies first, in their own layer: a code change does not re-install them.
+COPY requirements-prod.lock ./
+RUN pip install --require-hashes -r requirements-prod.lock
+
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-RUN pip install . \
+# The package alone: its dependencies and its build backend (setuptools, wheel) are the locked ones above.
+RUN pip install --no-deps --no-build-isolation . \
     && groupadd --system --gid 10001 ingest \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/ingest \
        --shell /usr/sbin/nologin ingest \

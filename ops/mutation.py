@@ -34,7 +34,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "worker/core/urls.py": ("tests/core/test_urls.py",),
     "worker/poll/parse.py": ("tests/poll/test_parse.py",),
     "worker/feeds/opml.py": ("tests/feeds/test_opml.py",),
-    "worker/clean/rules.py": ("tests/clean/test_clean.py",),
+    "worker/clean/rules.py": ("tests/clean/test_clean.py", "tests/clean/test_rules.py"),
     "worker/core/messages.py": ("tests/core/test_messages.py",),
 }
 

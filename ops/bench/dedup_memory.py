@@ -3,6 +3,10 @@ ids), the cost of one text signature, and, when ``worker/clean/memory.py`` is pr
 memory stays bounded as its pages keep coming.
 
     REDIS_URL=redis://127.0.0.1:6379/13 .venv/bin/python ops/bench/dedup_memory.py [--ids N] [--pages N]
+        [--pages-per-day N]
+
+``--pages-per-day`` spreads the site's pages over simulated days (the site memory's buckets turn over, so the
+figures are the steady state of every live bucket); without it they all fall in one bucket (its caps).
 
 Flushes only the database of REDIS_URL (default db 13), before and after. ``used_memory`` is server-wide, so
 run it on an otherwise quiet Redis for exact figures. The last line is ``seen_set_bytes_per_article=NN.N``.
@@ -72,18 +76,32 @@ def bench_signature() -> None:
           f"{(time.perf_counter() - started) / runs * 1000:.2f} ms")
 
 
-def site_keys_bytes(r: redis.Redis, site: str) -> tuple[int, int]:
+def site_keys_bytes(r: redis.Redis, site: str) -> tuple[int, int, dict[str, int]]:
+    """Keys of the site, their bytes (MEMORY USAGE), and the bytes by kind (pages, lines, titles)."""
     keys = list(r.scan_iter(match=key("site", site_part(site), "*"), count=1000))
-    return len(keys), sum(int(r.memory_usage(k, samples=0) or 0) for k in keys)
+    by_kind: dict[str, int] = {}
+    for k in keys:
+        kind = k.decode().removeprefix(key("site", site_part(site), "")).split(":")[0]
+        by_kind[kind] = by_kind.get(kind, 0) + int(r.memory_usage(k, samples=0) or 0)
+    return len(keys), sum(by_kind.values()), by_kind
 
 
-def bench_site_memory(r: redis.Redis, pages: int) -> None:
+class SimulatedClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bench_site_memory(r: redis.Redis, pages: int, pages_per_day: float) -> int:
     if importlib.util.find_spec("worker.clean.memory") is None:
         print("site memory: worker/clean/memory.py absent, skipped")
-        return
+        return 0
     from worker.clean.memory import SiteMemory
 
-    memory = SiteMemory(r, get_settings())
+    clock = SimulatedClock(time.time()) if pages_per_day else time.time
+    memory = SiteMemory(r, get_settings(), clock=clock)
     site = "bench-news.example"
     # each line's slot (the element path of its block), where the memory learns slots too
     with_slots = "slots" in inspect.signature(memory.observe).parameters
@@ -109,30 +127,41 @@ def bench_site_memory(r: redis.Redis, pages: int) -> None:
         slots = ["nav", *["body"] * len(body), *["sidebar"] * len(sidebar), "follow", "footer", "stamp"]
         memory.observe(site, f"{i:016x}", text, title, rng.sample(headlines, 10),
                        **({"slots": slots} if with_slots else {}))
+        if isinstance(clock, SimulatedClock):
+            clock.now += 86400 / pages_per_day
+            # Redis's clock does not move with the simulated one: drop the buckets no longer read, as their TTL
+            # (the end of their last live bucket, plus a few minutes) does
+            oldest = memory._buckets()[-1]
+            for k in r.scan_iter(match=key("site", site_part(site), "*", "*"), count=1000):
+                bucket = k.rsplit(b":", 1)[-1]
+                if bucket.isdigit() and int(bucket) < oldest:
+                    r.delete(k)
         if i in checkpoints:
-            n_keys, size = site_keys_bytes(r, site)
-            print(f"site memory after {i:>6} pages: {n_keys} keys, {size} bytes (MEMORY USAGE), "
-                  f"used_memory delta {used_memory(r) - before}")
+            n_keys, size, by_kind = site_keys_bytes(r, site)
+            print(f"site memory after {i:>6} pages: {n_keys} keys, {size} bytes (MEMORY USAGE; "
+                  + ", ".join(f"{kind} {b}" for kind, b in sorted(by_kind.items()))
+                  + f"), used_memory delta {used_memory(r) - before}")
     print(f"site memory: {(time.perf_counter() - started) / pages * 1000:.2f} ms per observe")
+    return size
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ids", type=int, default=1_000_000)
     parser.add_argument("--pages", type=int, default=20_000)
+    parser.add_argument("--pages-per-day", type=float, default=0.0)
     args = parser.parse_args()
     url = os.environ.get("REDIS_URL") or DEFAULT_URL
     r = redis.Redis.from_url(url)
     r.flushdb()  # only this database: the benchmark's own
     try:
         bench_signature()
-        if args.pages:
-            bench_site_memory(r, args.pages)
-            r.flushdb()
-        per = bench_seen_set(r, args.ids)
+        site_bytes = bench_site_memory(r, args.pages, args.pages_per_day) if args.pages else 0
+        r.flushdb()
+        per = bench_seen_set(r, args.ids) if args.ids else float("nan")
     finally:
         r.flushdb()
-    print(f"seen_set_bytes_per_article={per:.1f}")
+    print(f"site_memory_bytes={site_bytes} seen_set_bytes_per_article={per:.1f}")
 
 
 if __name__ == "__main__":

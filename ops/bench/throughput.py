@@ -1,29 +1,24 @@
-"""Pipeline throughput against the CPU limit of extraction.
+"""Pipeline throughput against the CPU limit of extraction, with the server answering after N ms.
 
-    .venv/bin/python ops/bench/throughput.py [--pages N] [--hold S] [--no-two] [--py-spy] [--profile]
+    .venv/bin/python ops/bench/throughput.py [--latency-ms 0,100,300,1000] [--hosts 36] [--per-host 10]
+                                             [--processes 2] [--host-rate 0] [--py-spy extract|download] [--profile]
 
-Pages: the real pages of ``../shared/eval/big9`` (read and decompressed in memory, never copied into the
-project) when present, else a generated demo site (``worker.demo.site``). One loopback address per big9 site
-(127.0.0.2, 127.0.0.3, ...; so the site memory sees nine sites, as in production), one RSS feed per address
-listing that site's pages with a ``pubDate`` each, served from a separate process.
+Pages: ``../shared/eval/big9``'s site+period groups and ``../shared/eval/aeb``'s pages in groups of ten (read in
+place, never copied into the project) when present, else generated demo sites (``worker.demo.site``). One loopback
+address per host (127.0.0.2, ...), one RSS feed per host, served from a separate process that answers every
+request (feed, robots.txt, page) after ``--latency-ms`` ms.
 
 Measures, in one run:
-  (a) ``bare``: a loop of ``trafilatura.extract(html)`` over the decoded pages in this process (the CPU limit),
-      and for reference the pipeline's own ``extract_page`` (metadata on, extensive date search, as
-      ``ingest extract``), the same without htmldate (a fetch task whose feed entry is dated), and
-      trafilatura's text extraction alone with our options;
-  (b) ``pipeline_1``: the whole pipeline (poll, fan-out through Redis, fetch from the local server, extract,
-      site memory, clean, same-story check, publish) with ONE worker process (``-c 1``): pages from the
-      first poll sent to the last article on a stream (Redis server time of the last XADD);
-  (c) ``pipeline_2``: the same with two worker processes (``-c 2``) on a fresh database.
-Each run starts on an empty Redis, so every site is new and the cold-start hold (``--hold``, the
-``INGEST_CLEAN_HOLD_SECONDS`` of the workers) applies to the first batch; ``--hold 0`` measures the steady
-state. ``--py-spy`` samples the one-process worker (main process and child) with py-spy and prints where its
-time goes; ``--profile`` runs the pipeline's functions in this process over the same pages (no Celery) with a
-per-step breakdown, once plain (pages/s without Celery's hand-over) and once with a pyinstrument report written to
-/tmp/ingest-bench/.
+  (a) a bare ``trafilatura.extract(html)`` loop over the decoded pages in this process (the CPU limit), and for
+      reference the pipeline's own ``extract_page`` with and without htmldate, and text extraction alone;
+  (b) for each latency, the pipeline as production runs it on an empty Redis: a download worker (threads,
+      ``INGEST_DOWNLOAD_CONCURRENCY``) and an extract worker of ``--processes`` processes, default settings apart
+      from the host rate: pages/s from the first article to the last (Redis times of the stream entries) and its
+      ratio to (a), CPU ms per page of every process, Redis commands per page, pages put off for a busy host, the
+      worker set's peak RSS and the Redis bytes of a page in flight between the stages.
+``--py-spy`` samples one stage's worker; ``--profile`` runs the steps in this process with a per-step breakdown.
 
-Last line: ``throughput pages=N bare=.. pipeline_1=.. ratio=.. pipeline_2=.. scaling=..`` (pages/s).
+Last line: ``throughput pages= hosts= bare= cpu_ms_bare= l<N>ms_c<P>= ratio_l<N>ms_c<P>= rss_mb_l<N>ms_c<P>= ...``.
 """
 
 from __future__ import annotations

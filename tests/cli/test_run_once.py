@@ -181,3 +181,17 @@ def test_live_progress_on_a_terminal_only(redis_client: redis.Redis, http_server
     piped = ingest("run", "--once", "--feeds", str(feeds))  # stdout and stderr are pipes: only the summary
     assert piped.returncode == 0 and "feeds polled" not in piped.stderr and "pages done" not in piped.stderr
     assert json.loads(piped.stdout)["finished"]
+
+
+def test_a_disabled_feed_is_named_and_not_polled(redis_client: redis.Redis, http_server: LocalServer,
+                                                tmp_path: Path) -> None:
+    on, off = sections(http_server, 2, 2)
+    feeds = tmp_path / "feeds.yaml"
+    save_feeds(feeds, [Feed(url=on.feed_url), Feed(url=off.feed_url, enabled=False)])
+    done = ingest("run", "--once", "--feeds", str(feeds))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["finished"] and summary["feeds"] == 1 and summary["disabled_feeds"] == [off.feed_url], summary
+    assert sorted(str(a["url"]) for a in published(redis_client)) == sorted(on.article_url(a.slug)
+                                                                            for a in on.articles)
+    assert http_server.hits.get(off.feed_path, 0) == 0

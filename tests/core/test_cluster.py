@@ -95,7 +95,7 @@ def _keys_of_each_script() -> dict[str, list[str]]:
     return {
         "host": _keys("example.com"),
         "site memory": [SiteMemory._pages_key("example.com", b) for b in (1, 2, 3)]
-        + [SiteMemory._lines_key("example.com", 1), SiteMemory._titles_key("example.com")],
+        + [SiteMemory._lines_key("example.com", b) for b in (1, 2, 3)],
         "run": [runs.run_key("r1"), runs._todo("r1"), runs._outcomes("r1"), runs._meta("r1"), runs._deferrals("r1")],
         "claim": [_claim_key(AID), *claim_keys],
         "feed list problems": [invalid_key(), key("feeds", "invalid", "digest", tag=INVALID_TAG)],
@@ -113,7 +113,7 @@ def test_on_one_node_no_key_changes_its_name(one_node: None) -> None:
     assert keys["host"][0] == "ingest:host:example.com:slots"
     assert keys["run"][:2] == ["ingest:run:r1", "ingest:run:r1:todo"]
     assert keys["claim"][0] == f"ingest:claim:{AID}"
-    assert keys["site memory"][-1] == "ingest:site:example.com:titles"
+    assert keys["site memory"][-1] == "ingest:site:example.com:lines:3"
     assert not any("{" in k for ks in keys.values() for k in ks)
 
 

@@ -42,10 +42,11 @@ def test_the_refusal_names_the_url_shortened() -> None:
     assert str(info.value) == f"not an http(s) URL: {('ftp://x.com/' + 'a' * 500)[:200]!r}"
 
 
-def test_garbage_is_a_value_error() -> None:
-    # urlsplit's own error, not InvalidURL; callers catch ValueError, of which InvalidURL is one
-    with pytest.raises(ValueError):
-        canonicalize("http://[::1/")
+@pytest.mark.parametrize("base", [None, "http://base.org/"])
+def test_garbage_urlsplit_cannot_read_is_refused_as_invalid(base: str | None) -> None:
+    # the poll step skips an entry on InvalidURL; urlsplit's bare ValueError would fail the whole feed
+    with pytest.raises(InvalidURL, match=r"not an http\(s\) URL: 'http://\[::1/': Invalid IPv6 URL"):
+        canonicalize("http://[::1/", base)
 
 
 def test_a_url_courlan_cannot_normalise_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,3 +114,10 @@ def test_a_long_url_that_cannot_be_normalised_is_named_by_its_first_200_characte
 
 def test_redact_url_without_a_host() -> None:
     assert redact_url("http://u:p@/x") == "http://u:***@/x"
+
+
+def test_a_long_url_urlsplit_cannot_read_is_named_by_its_first_200_characters() -> None:
+    url = "http://[::1/" + "a" * 300
+    with pytest.raises(InvalidURL) as info:
+        canonicalize(url)
+    assert str(info.value) == f"not an http(s) URL: {url[:200]!r}: Invalid IPv6 URL"

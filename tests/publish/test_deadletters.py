@@ -47,3 +47,17 @@ def test_failed_page_is_dead_lettered_listed_and_replayed(redis_client: redis.Re
         time.sleep(0.2)
     assert DeadLetters(redis_client).list() == []
     assert len({a["id"] for a in published(redis_client)}) == 3
+
+
+def test_a_poll_letter_of_a_feed_no_longer_scheduled_is_kept(redis_client: redis.Redis) -> None:
+    """Replaying the dead letter of a feed since removed from the list must neither schedule it behind the
+    list's back nor drop the letter as if it had been replayed."""
+    letters = DeadLetters(redis_client)
+    entry = letters.record(stage="poll", reason="http_5xx", url="http://gone.example/feed.xml", error="503",
+                           payload={"feed_id": "0123456789abcdef"})
+    out = cli("dead-letters", "replay")
+    assert out.returncode == 0 and "replayed 0" in out.stdout, out.stderr[-2000:]
+    assert (f"not replayable (its feed is no longer scheduled: removed from the feed list or disabled), kept: {entry}"
+            in out.stderr)
+    assert [d.entry_id for d in letters.list()] == [entry]
+    assert redis_client.zscore("ingest:feeds:due", "0123456789abcdef") is None

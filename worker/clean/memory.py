@@ -2,21 +2,30 @@
 
 For each site (registered domain) it counts on how many distinct pages each normalised line, its
 digit-masked form, its "Label:" lead-in and its slot (the element path of its block, ``worker.extract.slots``)
-appeared, and on how many a slot held prose, and remembers the headlines of the site's articles. Only 8-byte
-hashes are stored. Lines that become boilerplate on the site are shared with the fleet-wide prior
+appeared, and on how many a slot held prose, and remembers the headlines of the site's articles. Only 6-byte
+fingerprints are stored. Lines that become boilerplate on the site are shared with the fleet-wide prior
 (``worker.clean.fleet``), which :meth:`SiteMemory.clean` reads too.
 
 Memory is bounded: counts live in time buckets (``site_memory_bucket_hours``) of which the last
-``site_memory_buckets`` are read and kept (older ones expire, so an old sidebar is forgotten), each bucket holds
-at most ``site_memory_max_lines`` hashes and learns from at most ``site_memory_max_pages`` pages, and the
-headline set is capped and expires.
+``site_memory_buckets`` are read and kept (older ones expire when they stop being read, so an old sidebar is
+forgotten), each bucket holds at most ``site_memory_max_lines`` fingerprints and learns from at most
+``site_memory_max_pages`` pages; headlines are fingerprints of the same buckets.
+
+Each bucket is two compact counting tables, one Redis string each (pages, and lines with their slots and
+headlines): an 8-byte header (the slots in use) and 8-byte slots of a 6-byte fingerprint and a 2-byte count,
+open addressing within a window of slots (``lua/observe.lua``). A table starts at 32 slots and doubles as it
+fills, so a small site takes a few hundred bytes; ~11 bytes a line where a Redis hash took ~70. At its largest
+a full line table gives the slot of a line seen on one page only to the next new line: the long tail of article
+lines that never repeat is what fills it, and boilerplate repeats within hours.
 
 Observing is one atomic script call (``lua/observe.lua``), idempotent per page id across all live buckets (task
-redelivery never double counts); the lookup in :meth:`SiteMemory.clean` is one pipeline.
+redelivery never double counts); the lookup in :meth:`SiteMemory.clean` is one script call (``lua/lookup.lua``)
+in a pipeline with the fleet prior's reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import time
@@ -28,9 +37,35 @@ import redis
 from worker.clean import rules
 from worker.clean.fleet import SHARE_AT, FleetPrior
 from worker.clean.rules import CleanResult, CleanRules
-from worker.core.keys import digest, key, site_part, tagged
-from worker.core.redisconn import lua
+from worker.core.keys import key, site_part, tagged
+from worker.core.redisconn import lua, one_trip
 from worker.core.settings import Settings, get_settings
+
+MIN_SLOTS = 32  # a new table's slots (lua/observe.lua)
+SLOT_BYTES = 8
+HEADER_BYTES = 8
+FINGERPRINT_BYTES = rules.HASH_BYTES
+
+
+def table_slots(limit: int) -> int:
+    """Slots of a table at its largest: the power of two from ``limit`` up (at least MIN_SLOTS). A table
+    doubles at three quarters in use; at its largest it fills until a fingerprint's window has no room."""
+    slots = MIN_SLOTS
+    while slots < limit:
+        slots *= 2
+    return slots
+
+
+def decode_table(data: bytes | None) -> dict[bytes, int]:
+    """Fingerprint -> count of one table as stored (for tests and benchmarks)."""
+    out: dict[bytes, int] = {}
+    if not data:
+        return out
+    for at in range(HEADER_BYTES, len(data), SLOT_BYTES):
+        fp = data[at : at + FINGERPRINT_BYTES]
+        if fp.strip(b"\0"):
+            out[fp] = int.from_bytes(data[at + FINGERPRINT_BYTES : at + SLOT_BYTES], "big")
+    return out
 
 
 def _aligned(slots: Sequence[str], lines: Sequence[str]) -> Sequence[str]:
@@ -81,6 +116,7 @@ class SiteMemory:
         self.clock = clock
         self.fleet = fleet or FleetPrior(redis, self.settings, clock=clock)
         self._observe = self.r.register_script(lua("worker.clean", "observe"))
+        self._lookup = self.r.register_script(lua("worker.clean", "lookup"))
 
     # --- keys -------------------------------------------------------------------------------------------
 
@@ -97,9 +133,16 @@ class SiteMemory:
         current = int(self.clock() // self._bucket_seconds)
         return [current - i for i in range(self._n_buckets)]
 
-    def _ttl(self) -> int:
-        # A bucket is read until it is n_buckets old; one more bucket of slack for clock skew between workers.
-        return math.ceil(self._bucket_seconds * (self._n_buckets + 1))
+    def _ttl(self, bucket: int) -> int:
+        """Seconds until the bucket's keys are no longer read (it is n_buckets old), plus a few minutes for
+        clock skew between workers: each key is dropped as soon as no worker reads it."""
+        end = (bucket + self._n_buckets) * self._bucket_seconds
+        return max(1, math.ceil(end - self.clock() + min(300.0, self._bucket_seconds / 10)))
+
+    def _title_buckets(self) -> int:
+        """Live buckets in which a headline counts: those within ``site_titles_ttl_hours``."""
+        hours = max(self.settings.site_memory_bucket_hours, 1 / 3600)
+        return max(1, min(self._n_buckets, math.ceil(self.settings.site_titles_ttl_hours / hours - 1e-9)))
 
     @staticmethod
     def _pages_key(site: str, bucket: int) -> str:
@@ -110,12 +153,9 @@ class SiteMemory:
         return key("site", tagged(site_part(site)), "lines", str(bucket))
 
     @staticmethod
-    def _titles_key(site: str) -> str:
-        return key("site", tagged(site_part(site)), "titles")
-
-    @staticmethod
-    def _page_member(page_id: str) -> str:
-        return digest(page_id)
+    def _page_member(page_id: str) -> bytes:
+        return hashlib.blake2b(page_id.encode("utf-8", "surrogatepass"), digest_size=FINGERPRINT_BYTES,
+                               person=b"page").digest()
 
     # --- API --------------------------------------------------------------------------------------------
 
@@ -145,15 +185,13 @@ class SiteMemory:
             if headline:
                 titles.update(rules.title_hash(v) for v in rules.title_variants(headline))
         keys = [self._pages_key(site, b) for b in buckets]
-        keys += [self._lines_key(site, buckets[0]), self._titles_key(site)]
+        keys += [self._lines_key(site, buckets[0])]
         args: list[Any] = [
             self._page_member(page_id),
             self.settings.site_memory_max_pages,
-            self.settings.site_memory_max_lines,
-            self._ttl(),
-            self.clock(),
-            self.settings.site_titles_ttl_hours * 3600.0,
-            self.settings.site_titles_max,
+            table_slots(self.settings.site_memory_max_pages),
+            table_slots(self.settings.site_memory_max_lines),
+            self._ttl(buckets[0]),
             SHARE_AT,
             len(shareable) + len(other),
             len(shareable),
@@ -178,8 +216,9 @@ class SiteMemory:
         """Pages the site memory currently learns from (the live buckets)."""
         pipe = self.r.pipeline(transaction=False)
         for b in self._buckets():
-            pipe.scard(self._pages_key(site, b))
-        return sum(int(n) for n in pipe.execute())
+            pipe.getrange(self._pages_key(site, b), 0, 3)  # the page table's header: its slots in use
+        # a key of an earlier layout (a set) answers WRONGTYPE: it holds nothing this code reads
+        return sum(int.from_bytes(n, "big") for n in pipe.execute(raise_on_error=False) if isinstance(n, bytes))
 
     def needs_hold(self, site: str) -> bool:
         """Too little evidence yet about this site: its pages should wait for the rest of their batch."""
@@ -205,33 +244,20 @@ class SiteMemory:
         candidates = sorted({rules.title_hash(n) for n in rules.headline_lines(lines, title)})
 
         buckets = self._buckets()
-        member = self._page_member(page_id)
-        pipe = self.r.pipeline(transaction=False)
-        for b in buckets:
-            pipe.hmget(self._lines_key(site, b), fields)
-        for b in buckets:
-            pipe.sismember(self._pages_key(site, b), member)
-        if candidates:
-            pipe.zmscore(self._titles_key(site), candidates)  # type: ignore[arg-type]  # bytes members
+        asked = sorted(set(fields) | set(candidates))
+        pipe = one_trip(self.r)
+        self._lookup(keys=[self._pages_key(site, b) for b in buckets] + [self._lines_key(site, b) for b in buckets],
+                     args=[self._page_member(page_id), *asked], client=pipe)
         n_fleet = self.fleet.queue_lookup(pipe, fleet_fields)
         replies = pipe.execute()
 
-        counts: dict[bytes, int] = dict.fromkeys(fields, 0)
-        for values in replies[: len(buckets)]:
-            for f, v in zip(fields, values, strict=True):
-                if v is not None:
-                    counts[f] += int(v)
-        self_observed = any(bool(x) for x in replies[len(buckets) : 2 * len(buckets)])
-        at = 2 * len(buckets)
-        headlines: set[bytes] = set()
-        if candidates:
-            oldest = self.clock() - self.settings.site_titles_ttl_hours * 3600.0
-            scores = replies[at]
-            at += 1
-            headlines = {
-                h for h, s in zip(candidates, scores, strict=True) if s is not None and float(s) >= oldest
-            }
-        fleet_counts = self.fleet.counts(fleet_fields, replies[at : at + n_fleet])
+        found = replies[0]
+        self_observed = bool(found[0])
+        per_bucket = [dict(zip(asked, found[1 + i * len(asked) : 1 + (i + 1) * len(asked)], strict=True))
+                      for i in range(len(buckets))]
+        counts = {f: sum(int(b[f]) for b in per_bucket) for f in fields}
+        headlines = {h for h in candidates if any(b[h] for b in per_bucket[: self._title_buckets()])}
+        fleet_counts = self.fleet.counts(fleet_fields, replies[1 : 1 + n_fleet])
 
         stats = rules.lookup_stats(
             lines,

@@ -38,7 +38,8 @@ _LABEL = re.compile(r"^[\W_]*([^\W\d_][^\W\d_']{2,}(?:[ '][^\W\d_]+){0,3}):\s+\S
 # Site names glued to a <title>: "Headline - BBC News", "Headline | Reuters".
 _TITLE_SEPARATORS = re.compile(r"\s+(?:[-|–—:•»]|::)\s+")
 
-HASH_BYTES = 8
+# 6 bytes: a false match needs two of a site's ~10^4 lines in a bucket to share 48 bits (~10^-7 a bucket)
+HASH_BYTES = 6
 
 SITE_REPEAT = "site_repeat"
 TEMPLATE = "template"
@@ -78,7 +79,7 @@ def line_label(normalised: str) -> str | None:
 
 
 def line_hash(normalised: str, kind: bytes = b"") -> bytes:
-    """8-byte blake2b of a normalised line; ``kind`` keeps exact and masked forms of one line apart."""
+    """``HASH_BYTES``-byte blake2b of a normalised line; ``kind`` keeps exact and masked forms of one line apart."""
     data = normalised.encode("utf-8", "surrogatepass")
     return hashlib.blake2b(data, digest_size=HASH_BYTES, person=kind).digest()
 
@@ -170,7 +171,7 @@ class CleanRules:
     label_min_pages: int = 3  # other pages for a "Label: ..." lead-in of a short line
     bare_min_pages: int = 1  # lines without a single word ("| | |") need little evidence
     max_removed_share: float = 0.5  # above this share of words removed, the page is a near-copy: keep prose
-    sidebar_passes: int = 1  # rounds of "short line between two removed lines in an edge block" (0: off)
+    sidebar: bool = True  # remove a short line between two removed lines in an edge block
     slot_min_pages: int = 2  # other pages a slot must have appeared on before its short lines are template
     slot_max_prose_share: float = 0.1  # ...and at most this share of them with prose in it (an article body)
     fleet_min_sites: int = 3  # sites on which a short line must be boilerplate for the fleet-wide prior
@@ -245,9 +246,10 @@ def decide(
     for i in range(len(lines)):
         if reasons[i] is None and edge_only[i] is not None and edge[i]:
             reasons[i] = edge_only[i]
-    for _ in range(rules.sidebar_passes):
+    if rules.sidebar:
+        # One pass is all there is: a line it removes had both neighbours removed already, so a second pass
+        # could find no line with a newly removed neighbour.
         removed = [r is not None for r in reasons]
-        changed = False
         for i in range(1, len(lines) - 1):
             if (
                 reasons[i] is None
@@ -258,9 +260,6 @@ def decide(
                 and removed[i + 1]
             ):
                 reasons[i] = SIDEBAR
-                changed = True
-        if not changed:
-            break
     return reasons
 
 
@@ -345,8 +344,8 @@ def lookup_stats(
         if slot:
             slot_pages = max(0, slot_n.get(slot_hash(slot), 0) - own)
             slot_prose = max(0, slot_n.get(slot_prose_hash(slot), 0) - (own if slot in prose_slots else 0))
-        fleet_sites = fleet.get(exact_hash(norm), 0) if fleet else 0
-        if digits and fleet:
+        fleet_sites = fleet.get(exact_hash(norm), 0)
+        if digits:
             fleet_sites = max(fleet_sites, fleet.get(template_hash(norm), 0))
         # whether a line is the headline matters only where its slot speaks against it (few lines)
         title_like = False

@@ -59,11 +59,12 @@ def dead_replay(
         letters = dead.list(count, reason)
     n = 0
     for letter in letters:
-        if replay(letter):
+        why = replay(letter)
+        if why is None:
             dead.delete(letter.entry_id)
             n += 1
         else:
-            typer.echo(f"not replayable (no feed or page in its payload), kept: {letter.entry_id}", err=True)
+            typer.echo(f"not replayable ({why}), kept: {letter.entry_id}", err=True)
     typer.echo(f"replayed {n}")
     if missing:
         raise CliError(f"no dead letter with id {', '.join(missing)} (already replayed? `ingest dead-letters list`)")

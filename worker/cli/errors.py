@@ -90,11 +90,14 @@ def _redis_problem(exc: redis.RedisError) -> CliError:
 
 def explain(exc: BaseException) -> CliError | None:
     """The one-line report of an expected exception, or None for one that is a bug."""
+    from worker.core.errors import MissingDependency
     from worker.core.settings import SettingsError
     from worker.feeds.feedlist import FeedListError
 
     if isinstance(exc, CliError):
         return exc
+    if isinstance(exc, MissingDependency):
+        return CliError(str(exc), USAGE)
     if isinstance(exc, SettingsError):
         return CliError(f"{exc} (see the Configuration table in README.md)", USAGE)
     if isinstance(exc, FeedListError):

