@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up the virtual environment and run the project: `python3 ops/dev.py run|test|demo|lint`.
+"""Set up the virtual environment and run the project: `python3 ops/dev.py run|test|test-cluster|demo|lint|lock`.
 
 Needs only Python 3.11+: creates .venv, installs the pinned, hash-checked dependencies of
 ``requirements.lock`` (with the dev and embedded extras) and the package itself without dependencies (again
@@ -64,13 +64,19 @@ def lock() -> int:
     return 0
 
 
-def sh(*args: str) -> int:
-    proc = subprocess.Popen(list(args), cwd=ROOT)
+def sh(*args: str, env: dict[str, str] | None = None) -> int:
+    proc = subprocess.Popen(list(args), cwd=ROOT, env=os.environ | env if env else None)
     while True:
         try:
             return proc.wait()
         except KeyboardInterrupt:  # the command got the same Ctrl-C and shuts down in its own time
             continue
+
+
+def cluster_tests(*args: str) -> int:
+    """The pipeline, kill -9 and same-story tests with the state on a Redis Cluster the suite starts (three
+    nodes) and the broker on the test Redis: `python3 ops/dev.py test-cluster [pytest args]`."""
+    return sh(str(PY), "-m", "pytest", "-m", "cluster", *args, env={"TEST_REDIS_CLUSTER": "1"})
 
 
 def main() -> int:
@@ -89,10 +95,14 @@ def main() -> int:
             sh(str(BIN / "ruff"), "check", "worker", "tests", "ops")
             or sh(str(BIN / "mypy"))
             or sh(str(PY), "-m", "pytest", *rest)
+            # the tests marked `cluster` again, with the state on a local three-node Redis Cluster (whole runs only)
+            or (0 if rest else cluster_tests())
         )
+    if cmd == "test-cluster":
+        return cluster_tests(*rest)
     if cmd == "setup":
         return 0
-    sys.exit(f"unknown command {cmd!r}: use run, demo, test, lint, setup or lock")
+    sys.exit(f"unknown command {cmd!r}: use run, demo, test, test-cluster, lint, setup or lock")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ real Celery worker process on that Redis.
 
 The Redis URL is settled in ``pytest_configure``, before any test module imports ``worker.app`` (which reads
 ``REDIS_URL`` at import), so the suite never falls back to an embedded server by accident.
+
+With ``TEST_REDIS_CLUSTER=1`` the state goes to a local three-node Redis Cluster the suite starts
+(``tests/cluster.py``, ``INGEST_REDIS_CLUSTER=true``) and the broker stays on the test Redis
+(``INGEST_BROKER_URL``): ``python3 ops/dev.py test`` runs the tests marked ``cluster`` that way a second time.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.cluster import LocalCluster
 from worker.core.redisconn import RedisServer, free_port
 from worker.core.settings import LOCAL_UNLIMITED_ENV
 from worker.demo.server import LocalServer
@@ -26,6 +31,8 @@ SHARED_EVAL = ROOT.parent / "shared" / "eval"
 DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
 
 _throwaway: RedisServer | None = None
+_cluster: LocalCluster | None = None
+ON_CLUSTER = os.environ.get("TEST_REDIS_CLUSTER", "") not in ("", "0")
 
 
 def _answers(url: str) -> bool:
@@ -36,12 +43,17 @@ def _answers(url: str) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _throwaway
+    global _throwaway, _cluster
     url = os.environ.get("TEST_REDIS_URL") or DEFAULT_TEST_REDIS
     if not _answers(url):
         _throwaway = RedisServer()
         url = _throwaway.url
     os.environ["REDIS_URL"] = url
+    if ON_CLUSTER:
+        _cluster = LocalCluster()
+        os.environ["INGEST_BROKER_URL"] = url  # kombu has no Cluster transport: the broker stays a plain Redis
+        os.environ["REDIS_URL"] = _cluster.url
+        os.environ["INGEST_REDIS_CLUSTER"] = "true"
     # The suite serves its fixtures from 127.0.0.1, which the SSRF guard refuses by default.
     os.environ["INGEST_ALLOW_PRIVATE_NETWORKS"] = "true"
     os.environ.setdefault("INGEST_METRICS_PORT", "0")
@@ -61,8 +73,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _cluster is not None:
+        _cluster.stop()
     if _throwaway is not None:
         _throwaway.stop()
+
+
+def broker_url() -> str:
+    """The broker's URL: the test Redis (the state's too, unless the state is on the cluster)."""
+    return os.environ.get("INGEST_BROKER_URL") or os.environ["REDIS_URL"]
+
+
+def state_client(url: str | None = None) -> redis.Redis:
+    """A client of the state store: a cluster client on the cluster, else a plain one."""
+    from worker.core.redisconn import state_client as make
+
+    return make(url or os.environ["REDIS_URL"], cluster=ON_CLUSTER)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -79,12 +105,18 @@ def clean_db(client: redis.Redis) -> None:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A client on the test database, emptied before and after each test."""
-    client = redis.Redis.from_url(redis_url)
-    clean_db(client)
+    """A client on the test database (the state store: on the cluster, a cluster client), emptied before and
+    after each test, and the broker's database with it when the broker is apart."""
+    client = state_client(redis_url)
+    broker = redis.Redis.from_url(broker_url()) if ON_CLUSTER else None
+    for db in (client, broker):
+        if db is not None:
+            clean_db(db)
     yield client
-    clean_db(client)
-    client.close()
+    for db in (client, broker):
+        if db is not None:
+            clean_db(db)
+            db.close()
 
 
 @pytest.fixture

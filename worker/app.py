@@ -16,7 +16,7 @@ from kombu import Exchange, Queue
 
 from worker import metrics
 from worker.core import logs
-from worker.core.redisconn import redis_url
+from worker.core.redisconn import broker_url
 from worker.core.settings import Settings, get_settings
 
 QUEUES = ("poll", "fetch", "extract", "publish")
@@ -78,7 +78,9 @@ class IngestTask(Task):  # type: ignore[misc]
 
 def make_app() -> Celery:
     settings = get_settings()
-    url = redis_url(settings)
+    # The broker (queues, kombu's bookkeeping, the RedBeat lock) is a plain Redis of its own when
+    # INGEST_BROKER_URL says so; every state key, script and stream goes to REDIS_URL (worker.core.redisconn).
+    url = broker_url(settings)
     app = Celery("worker", broker=url, include=["worker.tasks"], task_cls=IngestTask)
     app.conf.update(
         task_serializer="json",

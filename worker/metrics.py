@@ -273,9 +273,11 @@ class QueueCollector(Collector):
     failing feeds)."""
 
     def __init__(
-        self, client: redis.Redis, queues: Sequence[str] = DEFAULT_QUEUES, key_prefix: str = ""
+        self, client: redis.Redis, queues: Sequence[str] = DEFAULT_QUEUES, key_prefix: str = "",
+        state: redis.Redis | None = None,
     ) -> None:
-        self.client = client
+        self.client = client  # the broker: queue lengths
+        self.state = state if state is not None else client  # the state store: feeds, work put off
         self.queues = tuple(queues)
         self.key_prefix = key_prefix
 
@@ -311,7 +313,7 @@ class QueueCollector(Collector):
         waiting = GaugeMetricFamily(
             HOST_WAITING_METRIC, "Work put off until its host's turn (pages re-queued, one-shot feed polls), by "
             "stage: it holds no worker while it waits.", labels=["stage"])
-        for stage, n in runs.host_waiting(self.client).items():
+        for stage, n in runs.host_waiting(self.state).items():
             waiting.add_metric([stage], n)
         return waiting
 
@@ -319,17 +321,17 @@ class QueueCollector(Collector):
         from worker.feeds.feedlist import Feed
         from worker.poll.schedule import Schedule, config_key, invalid_key
 
-        schedule = Schedule(self.client)
+        schedule = Schedule(self.state)
         failing = schedule.failing(FEED_ERRORS_SHOWN)
-        yield GaugeMetricFamily(FEEDS_METRIC, "Feeds in the feed list.", value=self.client.hlen(config_key()))
+        yield GaugeMetricFamily(FEEDS_METRIC, "Feeds in the feed list.", value=self.state.hlen(config_key()))
         yield GaugeMetricFamily(FEEDS_FAILING_METRIC, "Feeds whose last poll failed (still retried with backoff).",
                                 value=schedule.count_failing())
         yield GaugeMetricFamily(FEEDS_INVALID_METRIC, "Entries of the feed list skipped as invalid at its last "
                                 "reading (a file that cannot be read at all counts as one).",
-                                value=self.client.llen(invalid_key()))
+                                value=self.state.llen(invalid_key()))
         errors = GaugeMetricFamily(FEED_ERRORS_METRIC, "Consecutive poll errors of the worst failing feeds.",
                                    labels=["feed_id", "feed"])
-        configs = self.client.hmget(config_key(), [fid for fid, _ in failing]) if failing else []
+        configs = self.state.hmget(config_key(), [fid for fid, _ in failing]) if failing else []
         for (feed_id, n), raw in zip(failing, configs, strict=True):
             errors.add_metric([feed_id, Feed.model_validate_json(raw).label if raw else feed_id], n)
         yield errors
@@ -421,9 +423,9 @@ def make_app(registry: CollectorRegistry, ready: Callable[[], bool] | None = Non
     return app
 
 
-def _redis_ready(client: redis.Redis) -> Callable[[], bool]:
+def _redis_ready(*clients: redis.Redis) -> Callable[[], bool]:
     def ready() -> bool:
-        return bool(client.ping())
+        return all(bool(client.ping()) for client in clients)
 
     return ready
 
@@ -435,16 +437,19 @@ def start_http_server(
     redis_client: redis.Redis | None = None,
     queues: Sequence[str] = DEFAULT_QUEUES,
     key_prefix: str = "",
+    state_client: redis.Redis | None = None,
 ) -> WSGIServer:
     """Serve the multiprocess-aggregated metrics (+ queue collector), /healthz and /readyz in a daemon thread.
 
     ``redis_client`` is the broker; without it there is no queue collector and /readyz only says "alive".
+    ``state_client``: the state store (feeds, work put off), when it is not the broker's Redis.
     Returns the server: ``server.shutdown(); server.server_close()`` stops it; ``server.server_port`` is the
     bound port (useful with ``port=0``).
     """
-    collector = QueueCollector(redis_client, queues, key_prefix) if redis_client is not None else None
+    collector = QueueCollector(redis_client, queues, key_prefix, state_client) if redis_client is not None else None
     registry = build_registry(collector)
-    app = make_app(registry, _redis_ready(redis_client) if redis_client is not None else None)
+    clients = [c for c in (redis_client, state_client) if c is not None]
+    app = make_app(registry, _redis_ready(*clients) if clients else None)
     server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
@@ -470,6 +475,18 @@ def _broker_client(app: Celery) -> redis.Redis:
     return redis.Redis.from_url(
         str(url).split(";")[0], socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
     )
+
+
+def _state_client() -> redis.Redis | None:
+    """A client of the state store with short timeouts, like the broker's; None when it is the broker's Redis."""
+    from worker.core.redisconn import redis_url, state_client
+    from worker.core.settings import get_settings
+
+    settings = get_settings()
+    if settings.broker_url is None:
+        return None
+    return state_client(redis_url(settings), cluster=settings.redis_cluster, socket_timeout=2,  # type: ignore[no-any-return]
+                        socket_connect_timeout=2)
 
 
 def _queue_names(app: Celery) -> tuple[str, ...]:
@@ -558,7 +575,8 @@ def _make_on_worker_ready(app: Celery, port: int | None) -> Callable[..., None]:
         prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
         try:
             _server = start_http_server(
-                chosen, redis_client=_broker_client(app), queues=_queue_names(app), key_prefix=prefix
+                chosen, redis_client=_broker_client(app), queues=_queue_names(app), key_prefix=prefix,
+                state_client=_state_client(),
             )
         except OSError as exc:
             # A busy port must not take the worker down with it; the work matters more than its metrics.

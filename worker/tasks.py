@@ -32,7 +32,7 @@ from worker.context import Context
 from worker.core import ledger, runs
 from worker.core.errors import RetryLater
 from worker.core.messages import FetchedPage, PageJob, PreparedArticle
-from worker.core.redisconn import OneTrip, get_redis
+from worker.core.redisconn import get_redis, one_trip
 from worker.dedup.claims import Claim, claim, release
 from worker.download import handoff
 from worker.download.step import download, warm_robots
@@ -263,7 +263,7 @@ def fetch_article(self: Task, payload: dict[str, Any]) -> None:
         # The claim spans both stages: the extract task holds and releases it with the same owner. One round
         # trip takes it and asks whether this task had handed the page over already (a redelivery).
         lease = int(c.settings.page_ttl + c.settings.task_time_limit)
-        trip = OneTrip(c.r)
+        trip = one_trip(c.r)
         claim(trip, job.article_id, lease, owner, published=c.publisher.published)
         trip.hmget(handoff.page_key(job.article_id), *handoff.DESCRIBE_FIELDS)
         claimed, described = trip.execute()
@@ -329,7 +329,7 @@ def _put_off(self: Task, c: Context, job: PageJob, exc: RetryLater) -> None:
 def _finish(r: Any, job: PageJob, owner: str | None = None, *, waited: bool = False) -> None:
     """The page's work ends here (skipped or dead-lettered): counted off its batch, its run and, if it had
     been put off for its host, off the pages waiting, in one trip."""
-    closing = OneTrip(r)
+    closing = one_trip(r)
     runs.batch_done(closing, job.batch)
     if owner is not None:
         release(closing, job.article_id, owner)
@@ -352,7 +352,7 @@ def extract_article(self: Task, payload: dict[str, Any]) -> None:
     job = page.job
     _bind(self, feed=job.feed.label, url=page.final_url, article_id=job.article_id)
     lease = int(c.settings.page_ttl + c.settings.task_time_limit)
-    trip = OneTrip(c.r)  # the claim and the page in one round trip
+    trip = one_trip(c.r)  # the claim and the page in one round trip
     claim(trip, job.article_id, lease, page.owner, published=c.publisher.published)
     trip.hgetall(handoff.page_key(job.article_id))
     claimed, raw_page = trip.execute()
@@ -361,7 +361,7 @@ def extract_article(self: Task, payload: dict[str, Any]) -> None:
         # PUBLISHED: a redelivery after the article went out. HELD: our claim lapsed and another feed's copy
         # took the article; that one publishes it (and uses the stored page).
         log.info("claimed_elsewhere" if taken is Claim.HELD else "already_published")
-        closing = OneTrip(c.r)
+        closing = one_trip(c.r)
         if taken is Claim.PUBLISHED:
             handoff.drop(closing, job.article_id)
         runs.article_done(closing, job)
@@ -374,7 +374,7 @@ def extract_article(self: Task, payload: dict[str, Any]) -> None:
         release(c.r, job.article_id, page.owner)
         fetch_article.apply_async((job.encode(),), queue="fetch")
         return
-    closing = OneTrip(c.r)  # the task's bookkeeping writes, sent in one round trip at its end
+    closing = one_trip(c.r)  # the task's bookkeeping writes, sent in one round trip at its end
     handed_on = False  # True once a held publish step owns the article
     counted = False  # whether this page has been counted off its poll batch
     try:

@@ -76,3 +76,17 @@ def test_secrets_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(SettingsError) as raised:
         load_settings()
     assert "INGEST_WEBSUB_LEASE_SECONDS='0'" in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+def test_a_cluster_needs_both_urls_and_no_secret_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State on a cluster needs REDIS_URL and a plain-Redis broker: one line names what is missing, and never
+    echoes the URLs' passwords (a rule across settings would otherwise print every input)."""
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@node1:7000/0")
+    monkeypatch.setenv("INGEST_REDIS_CLUSTER", "true")
+    monkeypatch.delenv("INGEST_BROKER_URL", raising=False)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "needs INGEST_BROKER_URL" in str(info.value) and "hunter2" not in str(info.value)
+    monkeypatch.setenv("INGEST_BROKER_URL", "redis://:s3cret@broker:6379/0")
+    settings = load_settings()
+    assert settings.redis_cluster and "s3cret" not in repr(settings)

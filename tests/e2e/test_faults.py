@@ -29,6 +29,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
+from tests.conftest import ON_CLUSTER, clean_db, state_client
 from tests.pipeline_helpers import slow_page
 from tests.waiting import wait_until
 from worker.app import QUEUES
@@ -58,16 +59,21 @@ def sender_app(url: str) -> Celery:
 
 
 class Stack:
-    """A throwaway redis-server, a sender bound to it, and Celery worker processes on it."""
+    """A throwaway redis-server, a sender bound to it, and Celery worker processes on it. On the cluster
+    (``TEST_REDIS_CLUSTER``) the throwaway server is the broker and the state goes to the suite's cluster."""
 
     def __init__(self, tmp: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.server = RedisServer(port)
         self.url = self.server.url
-        self.r = redis.Redis.from_url(self.url)
+        self.broker = redis.Redis.from_url(self.url)  # queues, kombu's unacknowledged messages
+        self.r = state_client() if ON_CLUSTER else self.broker  # state and streams
+        if ON_CLUSTER:
+            clean_db(self.r)
         self.app = sender_app(self.url)
         self.env = {
-            "REDIS_URL": self.url,
+            "REDIS_URL": os.environ["REDIS_URL"] if ON_CLUSTER else self.url,
+            "INGEST_BROKER_URL": self.url,
             "INGEST_METRICS_PORT": "0",
             "INGEST_CLEAN_HOLD_SECONDS": "3",
             "INGEST_ALLOW_PRIVATE_NETWORKS": "true",
@@ -143,8 +149,8 @@ class Stack:
         while runs.pending(self.r, run_id) > 0:
             assert time.monotonic() < deadline, (
                 f"run not finished: {runs.totals(self.r, run_id)}, outstanding "
-                f"{self.r.smembers(runs.run_key(run_id) + ':todo')}, unacked {self.r.hlen('unacked')}, queues "
-                f"{ {q: self.r.llen(q) for q in QUEUES} }\n"
+                f"{self.r.smembers(runs.run_key(run_id) + ':todo')}, unacked {self.broker.hlen('unacked')}, "
+                f"queues { {q: self.broker.llen(q) for q in QUEUES} }\n"
                 + "\n".join(self.log_tail(name, 1500) for name in self.names))
             time.sleep(0.2)
         return runs.totals(self.r, run_id)
@@ -159,6 +165,7 @@ class Stack:
                 proc.wait(30)
         self.app.close()
         self.r.close()
+        self.broker.close()
         self.server.stop()
 
 

@@ -18,7 +18,7 @@ from worker.demo.server import LocalServer, Response
 from worker.demo.site import build_site
 from worker.feeds.feedlist import Feed
 
-pytestmark = pytest.mark.usefixtures("celery_worker")
+pytestmark = [pytest.mark.usefixtures("celery_worker"), pytest.mark.cluster]
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "worker/publish/schema/article.schema.json").read_text())
 REQUIRED = {"id", "url", "canonical_url", "feed", "site", "title", "text", "published", "language", "fetched_at"}
 

@@ -81,6 +81,7 @@ def urls(articles: list[dict[str, Any]]) -> set[str]:
 # --- the same story --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("policy", ["mark", "drop"])
 def test_the_same_story_from_two_feeds_is_published_once(policy: str, tmp_path: Path, http_server: LocalServer,
                                                          second_host: LocalServer) -> None:
@@ -129,6 +130,7 @@ ROUTES = [
 ]
 
 
+@pytest.mark.cluster
 def test_routing_rules_and_a_feeds_route(tmp_path: Path, http_server: LocalServer,
                                          second_host: LocalServer) -> None:
     """``INGEST_ROUTES`` and per-feed ``route``: an article goes to its feed's route plus every stream whose

@@ -22,13 +22,14 @@ from worker.demo.server import LocalServer
 from worker.feeds.feedlist import Feed
 from worker.publish.deadletter import DeadLetters
 
+pytestmark = pytest.mark.cluster  # every one of them again with the state on a Redis Cluster
 VISIBILITY = 8  # seconds: the killed worker's messages come back this long after they were taken
 
 
 def wait_visibility(s: Stack) -> None:
     """Until the newest unacknowledged message is older than the visibility timeout (kombu restores it then,
     when a worker starts)."""
-    unacked = s.r.zrange("unacked_index", 0, -1, withscores=True)
+    unacked = s.broker.zrange("unacked_index", 0, -1, withscores=True)
     assert unacked, "the kill left no unacknowledged message"
     newest = max(score for _, score in unacked)
     time.sleep(max(0.0, newest + VISIBILITY + 1 - time.time()))
@@ -173,10 +174,10 @@ def test_a_message_lost_by_the_broker_is_sent_again_by_the_sweep(tmp_path: Path,
         s.start_worker("poller", stage="download", queues="poll", concurrency=2)
         run_id = s.poll([Feed(url=http_server.url(site.feed_path), name="lost-message")])
         deadline = time.monotonic() + 60
-        while s.r.llen("fetch") < 3:
+        while s.broker.llen("fetch") < 3:
             assert time.monotonic() < deadline, s.log_tail("poller")
             time.sleep(0.1)
-        assert s.r.rpop("fetch") is not None  # the oldest message, gone
+        assert s.broker.rpop("fetch") is not None  # the oldest message, gone
         s.start_worker("download", stage="download", concurrency=4)
         s.start_worker("extract", stage="extract", concurrency=1)
         deadline = time.monotonic() + 150

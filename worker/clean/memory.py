@@ -37,8 +37,8 @@ import redis
 from worker.clean import rules
 from worker.clean.fleet import SHARE_AT, FleetPrior
 from worker.clean.rules import CleanResult, CleanRules
-from worker.core.keys import key, site_part
-from worker.core.redisconn import OneTrip, lua
+from worker.core.keys import key, site_part, tagged
+from worker.core.redisconn import lua, one_trip
 from worker.core.settings import Settings, get_settings
 
 MIN_SLOTS = 32  # a new table's slots (lua/observe.lua)
@@ -146,11 +146,11 @@ class SiteMemory:
 
     @staticmethod
     def _pages_key(site: str, bucket: int) -> str:
-        return key("site", site_part(site), "pages", str(bucket))
+        return key("site", tagged(site_part(site)), "pages", str(bucket))
 
     @staticmethod
     def _lines_key(site: str, bucket: int) -> str:
-        return key("site", site_part(site), "lines", str(bucket))
+        return key("site", tagged(site_part(site)), "lines", str(bucket))
 
     @staticmethod
     def _page_member(page_id: str) -> bytes:
@@ -245,7 +245,7 @@ class SiteMemory:
 
         buckets = self._buckets()
         asked = sorted(set(fields) | set(candidates))
-        pipe = OneTrip(self.r)
+        pipe = one_trip(self.r)
         self._lookup(keys=[self._pages_key(site, b) for b in buckets] + [self._lines_key(site, b) for b in buckets],
                      args=[self._page_member(page_id), *asked], client=pipe)
         n_fleet = self.fleet.queue_lookup(pipe, fleet_fields)

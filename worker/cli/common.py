@@ -55,6 +55,21 @@ def connect() -> redis.Redis:
     return r
 
 
+def connect_broker() -> redis.Redis:
+    """The Celery broker's Redis (queue lengths), checked to answer; an unreachable one is reported under its
+    own setting, ``INGEST_BROKER_URL``, not as the state store."""
+    from worker.cli.errors import broker_problem
+    from worker.core.redisconn import broker_url
+
+    url = broker_url(get_settings())
+    try:
+        r = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        r.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise broker_problem(exc) from exc
+    return r
+
+
 def celery_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "worker.app", *args]
 

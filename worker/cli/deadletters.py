@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from worker.cli.common import JsonOpt, connect
+from worker.cli.common import JsonOpt, connect, connect_broker
 from worker.cli.errors import USAGE, CliError
 
 app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
@@ -45,6 +45,7 @@ def dead_replay(
         raise CliError(f"not a dead-letter id: {', '.join(bad)} (ids look like 1712345678901-0: "
                        "`ingest dead-letters list`)", USAGE)
     dead = DeadLetters(connect())
+    connect_broker()  # a page is sent back through the broker
     missing: list[str] = []
     if entry_ids:
         letters = []

@@ -34,6 +34,31 @@ def redis_where() -> str:
     return redact_url(url) if url else "the embedded Redis"
 
 
+def broker_where() -> str:
+    """The broker Redis the command tried, password hidden: ``INGEST_BROKER_URL``, else the state Redis."""
+    from worker.core.urls import redact_url
+
+    url = os.environ.get("INGEST_BROKER_URL")
+    return redact_url(url) if url else redis_where()
+
+
+def _broker_setting() -> str:
+    return "INGEST_BROKER_URL" if os.environ.get("INGEST_BROKER_URL") else "REDIS_URL (or INGEST_BROKER_URL)"
+
+
+def broker_problem(exc: BaseException) -> CliError:
+    """The broker Redis (Celery's queues) cannot be used: named by its own setting."""
+    if isinstance(exc, ValueError):
+        return CliError(f"INGEST_BROKER_URL is not a Redis URL ({exc}): write redis://[:password@]host:port/db", USAGE)
+    if isinstance(exc, redis.AuthenticationError):
+        return CliError(f"the broker Redis at {broker_where()} refused the credentials: check {_broker_setting()}",
+                        USAGE)
+    if isinstance(exc, redis.ConnectionError):
+        return CliError(f"cannot reach the broker Redis at {broker_where()}: {_connection_problem(exc)} (is "
+                        f"{_broker_setting()} right? is Redis running?)")
+    return CliError(f"the broker Redis at {broker_where()} failed: {exc} (is {_broker_setting()} right?)")
+
+
 def _connection_problem(exc: redis.ConnectionError) -> str:
     """``Error 111 connecting to 127.0.0.1:1. Connection refused.`` -> ``connection refused``."""
     text = str(exc).strip()
@@ -79,9 +104,13 @@ def explain(exc: BaseException) -> CliError | None:
         return CliError(f"{exc} (fix the file, or give another with --feeds or INGEST_FEEDS)", USAGE)
     if isinstance(exc, redis.RedisError):
         return _redis_problem(exc)
+    if isinstance(exc, redis.exceptions.RedisClusterException):
+        return CliError(f"the Redis Cluster at {redis_where()} cannot be used: {exc} (is REDIS_URL a node of it? "
+                        "is INGEST_REDIS_CLUSTER right?)")
     if type(exc).__module__.startswith("kombu") and "connect" in str(exc).lower():
-        # Celery's broker client, sending tasks to the same Redis
-        return CliError(f"cannot reach Redis at {redis_where()} to send tasks: {exc} (is REDIS_URL right?)")
+        # Celery's broker client, sending tasks
+        return CliError(f"cannot reach the broker Redis at {broker_where()} to send tasks: {exc} (is "
+                        f"{_broker_setting()} right?)")
     if isinstance(exc, OSError) and exc.filename is not None:
         return CliError(f"{exc.filename}: {exc.strerror or exc}", USAGE)
     return None

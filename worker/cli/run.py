@@ -19,7 +19,15 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli.common import FeedsOpt, celery_argv, checked_redis_url, connect, interactive, use_feeds
+from worker.cli.common import (
+    FeedsOpt,
+    celery_argv,
+    checked_redis_url,
+    connect,
+    connect_broker,
+    interactive,
+    use_feeds,
+)
 from worker.cli.errors import USAGE, CliError
 from worker.core.settings import LOCAL_UNLIMITED_ENV, get_settings
 from worker.core.urls import redact_url
@@ -42,6 +50,7 @@ def worker(
     checked_redis_url()  # and start the embedded Redis here, before Celery forks, if REDIS_URL is unset
     if beat:
         connect()  # the embedded beat (RedBeat) cannot start without Redis: one line instead of its traceback
+        connect_broker()
     if stage == "all" and queues is None and pool is None:
         procs = supervise.start_stages(loglevel=loglevel, beat=beat, new_session=True,
                                        concurrency={"extract": concurrency} if concurrency else None)
@@ -62,6 +71,7 @@ def worker(
 def beat(loglevel: str = "INFO") -> None:
     """Run Celery beat with the Redis-locked scheduler (several may run; one dispatches)."""
     connect()  # RedBeat needs Redis to start at all: say so in one line rather than with its traceback
+    connect_broker()  # and its lock lives on the broker
     exec_celery(["beat", "-l", loglevel])
 
 
@@ -100,6 +110,7 @@ def run(
         print_summary(summary, as_json)
         raise typer.Exit(0 if summary["finished"] else 1)
     connect()  # beat (RedBeat) cannot start without Redis: one line instead of its traceback
+    connect_broker()
     procs = supervise.start_stages(beat=True, new_session=True,
                                    concurrency={"extract": concurrency} if concurrency else None)
     raise typer.Exit(supervise.supervise(procs))
@@ -114,9 +125,11 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
     from worker.cli.progress import run_display
     from worker.core import runs
     from worker.feeds.feedlist import read_feed_list
+    from worker.poll.schedule import config_key
     from worker.tasks import poll_feed, send_all
 
     r = connect()
+    connect_broker()  # the workers would wait for an unreachable broker for ever: say so now, in one line
     checked = read_feed_list(path)
     for problem in checked.problems:
         typer.echo(f"warning: skipped {problem}", err=True)
@@ -125,7 +138,7 @@ def run_once(path: Path, *, concurrency: int | None = None, timeout: float = 600
     disabled = [redact_url(f.url) for f in checked.feeds if not f.enabled]
     pipe = r.pipeline(transaction=False)
     for feed in feed_list:  # make the feeds known to workers without touching the live schedule
-        pipe.hset(f"{get_settings().key_prefix}:feeds:config", feed.id, feed.model_dump_json())
+        pipe.hset(config_key(), feed.id, feed.model_dump_json())
     pipe.execute()
     run_id = uuid.uuid4().hex[:12]
     runs.start(r, run_id, [f.id for f in feed_list])

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from worker.cli.common import JsonOpt, connect
+from worker.cli.common import JsonOpt, connect, connect_broker
 
 
 def stats(as_json: JsonOpt = False) -> None:
@@ -17,12 +17,13 @@ def stats(as_json: JsonOpt = False) -> None:
     from worker.poll.schedule import Schedule, config_key
 
     r = connect()
+    broker = connect_broker()  # queue lengths are the broker's, which may be another Redis than the state's
     sched = Schedule(r)
     data: dict[str, Any] = {
         "feeds": int(r.hlen(config_key())),
         "feeds_due": sched.count_due(),
         "feeds_invalid": sched.problems(),
-        "queues": {q: {"depth": d, "oldest_age_seconds": a} for q, (d, a) in queue_depths(r).items()},
+        "queues": {q: {"depth": d, "oldest_age_seconds": a} for q, (d, a) in queue_depths(broker).items()},
         "totals": runs.totals(r),
     }
     if as_json:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from worker.cli.common import connect
+from worker.cli.common import connect, connect_broker
 from worker.cli.errors import CliError
 from worker.core.settings import get_settings
 
@@ -27,6 +27,7 @@ def websub_serve(
     from worker.poll import websub
 
     r = connect()
+    connect_broker()  # each delivery is queued there
     settings = get_settings()
     log = get_logger("worker.poll.websub")
     if not websub.enabled(settings):

@@ -1,5 +1,6 @@
-"""Redis connections: one client per process, a pipeline that stays one round trip with scripts in it, and the
-embedded server used when ``REDIS_URL`` is unset."""
+"""Redis connections: the state store (``REDIS_URL``, one node or a Redis Cluster) apart from the Celery broker
+(``INGEST_BROKER_URL``), one client per process, a pipeline that stays one round trip with scripts in it, and
+the embedded server used when neither is set."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+import redis.cluster
 from redis.exceptions import NoScriptError
 
 from worker.core.errors import MissingDependency
@@ -27,6 +29,14 @@ def redis_url(settings: Settings | None = None) -> str:
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value()
     return start_embedded()
+
+
+def broker_url(settings: Settings | None = None) -> str:
+    """The Celery broker's URL: ``INGEST_BROKER_URL``, else the state Redis (embedded when neither is set)."""
+    settings = settings or get_settings()
+    if settings.broker_url is not None:
+        return settings.broker_url.get_secret_value()
+    return redis_url(settings)
 
 
 def lua(package: str, name: str) -> str:
@@ -122,8 +132,28 @@ POOL_MARGIN = 32
 POOL_WAIT = 20.0
 
 
+# Script sources by SHA, so a cluster pipeline can load one a node has lost (redis-py's cluster pipeline keeps
+# no Script objects, unlike the plain one).
+_SOURCES: dict[str, str] = {}
+
+
+class Cluster(redis.cluster.RedisCluster):  # type: ignore[misc]
+    """The state store on Redis Cluster: every script registered here is remembered for ``ClusterOneTrip``."""
+
+    def register_script(self, script: str) -> Any:
+        registered = super().register_script(script)
+        _SOURCES[registered.sha] = script
+        return registered
+
+
 @lru_cache(maxsize=4)
-def _client(url: str, max_connections: int) -> redis.Redis:
+def _client(url: str, max_connections: int, cluster: bool = False) -> Any:
+    if cluster:
+        # Any node's address: the client learns the others and the slot map from it, and follows MOVED.
+        return Cluster.from_url(
+            url, max_connections=max_connections, connection_pool_class=redis.BlockingConnectionPool,
+            timeout=POOL_WAIT, health_check_interval=30, socket_keepalive=True, socket_timeout=30,
+        )
     # Bounded and blocking: redis-py 8 caps a plain pool at 100 connections and raises "Too many connections"
     # beyond, which crashed downloads of a 200-thread worker; here a thread past the cap waits for a free one.
     pool = redis.BlockingConnectionPool.from_url(
@@ -134,9 +164,30 @@ def _client(url: str, max_connections: int) -> redis.Redis:
 
 
 def get_redis(settings: Settings | None = None) -> redis.Redis:
-    """The process-wide client (connection pool) for the configured Redis."""
+    """The process-wide client (connection pool) of the state store: a ``RedisCluster`` with
+    ``INGEST_REDIS_CLUSTER``. It speaks the same commands; keys a script or a MULTI touches together share a
+    hash tag (``worker.core.keys``)."""
     settings = settings or get_settings()
-    return _client(redis_url(settings), max(settings.download_concurrency, settings.concurrency) + POOL_MARGIN)
+    return _client(redis_url(settings), max(settings.download_concurrency, settings.concurrency) + POOL_MARGIN,
+                   settings.redis_cluster)
+
+
+def is_pipeline(r: Any) -> bool:
+    """Whether ``r`` queues commands (a pipeline of one node or of a cluster) rather than runs them."""
+    return isinstance(r, redis.client.Pipeline | redis.cluster.ClusterPipeline)
+
+
+def state_client(url: str, *, cluster: bool, **options: Any) -> Any:
+    """A client of its own on the state store (probes, scrapes with short timeouts, tests)."""
+    if cluster:
+        return Cluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def one_trip(r: Any) -> Any:
+    """A pipeline that stays one round trip with scripts in it: ``OneTrip`` on one node, ``ClusterOneTrip`` (one
+    round trip per node, in parallel) on a cluster."""
+    return ClusterOneTrip(r) if isinstance(r, redis.cluster.RedisCluster) else OneTrip(r)
 
 
 class OneTrip(redis.client.Pipeline):  # type: ignore[misc]
@@ -156,15 +207,52 @@ class OneTrip(redis.client.Pipeline):  # type: ignore[misc]
         pass  # see execute
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
-        scripts = {s.sha: s for s in self.scripts}
+        scripts = {s.sha: s.script for s in self.scripts}
         queued = [args for args, _ in self.command_stack]
         results: list[Any] = super().execute(raise_on_error=False)
-        for i, (args, result) in enumerate(zip(queued, results, strict=True)):
-            if isinstance(result, NoScriptError):
-                script = scripts[args[1]]
-                script.sha = self._client.script_load(script.script)
-                results[i] = self._client.evalsha(script.sha, *args[2:])
-        errors = [r for r in results if isinstance(r, Exception)]
-        if raise_on_error and errors:
-            raise errors[0]
-        return results
+        return _rerun_lost_scripts(self._client, queued, results, scripts, raise_on_error)
+
+
+class ClusterOneTrip(redis.cluster.ClusterPipeline):  # type: ignore[misc]
+    """``OneTrip`` on a cluster: redis-py's cluster pipeline sends each node its commands (scripts as bare
+    ``EVALSHA``, each within one slot), and a script a node has lost is loaded and run again after the rest."""
+
+    def __init__(self, r: redis.cluster.RedisCluster) -> None:
+        # as RedisCluster.pipeline() builds one
+        super().__init__(
+            nodes_manager=r.nodes_manager, commands_parser=r.commands_parser,
+            startup_nodes=r.nodes_manager.startup_nodes, result_callbacks=r.result_callbacks,
+            cluster_response_callbacks=r.cluster_response_callbacks, read_from_replicas=r.read_from_replicas,
+            load_balancing_strategy=r.load_balancing_strategy, reinitialize_steps=r.reinitialize_steps,
+            retry=r.retry, lock=r._lock, event_dispatcher=r._event_dispatcher,
+        )
+        self._client = r
+
+    def register_script(self, script: str) -> Any:
+        registered = super().register_script(script)
+        _SOURCES[registered.sha] = script
+        return registered
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        # redis-py blocks EVALSHA in cluster pipelines (a script's keys may span slots); ours are within one
+        # slot by construction (hash tags), which the pipeline checks when it routes the command
+        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        queued = [command.args for command in self._execution_strategy.command_queue]
+        results: list[Any] = super().execute(raise_on_error=False)
+        return _rerun_lost_scripts(self._client, queued, results, _SOURCES, raise_on_error)
+
+
+def _rerun_lost_scripts(client: Any, queued: list[Any], results: list[Any], sources: dict[str, str],
+                        raise_on_error: bool) -> list[Any]:
+    for i, (args, result) in enumerate(zip(queued, results, strict=True)):
+        if isinstance(result, NoScriptError):
+            sha = args[1].decode() if isinstance(args[1], bytes) else str(args[1])
+            source = sources[sha]
+            client.script_load(source)
+            results[i] = client.evalsha(sha, *args[2:])
+    errors = [r for r in results if isinstance(r, Exception)]
+    if raise_on_error and errors:
+        raise errors[0]
+    return results

@@ -20,8 +20,9 @@ from typing import Any
 import redis
 
 from worker.core import ledger
-from worker.core.keys import key
+from worker.core.keys import key, tagged
 from worker.core.messages import PageJob
+from worker.core.redisconn import is_pipeline
 
 RUN_TTL = 7 * 86400
 WAIT_STEP = 0.2  # seconds between looks at a run's progress
@@ -32,28 +33,28 @@ def stats_key() -> str:
 
 
 def run_key(run_id: str) -> str:
-    return key("run", run_id)
+    return key("run", tagged(run_id))  # a run's keys share a slot: MULTI reads them together
 
 
 def _todo(run_id: str) -> str:
-    return key("run", run_id, "todo")
+    return key("run", tagged(run_id), "todo")
 
 
 def _outcomes(run_id: str) -> str:
-    return key("run", run_id, "feeds")
+    return key("run", tagged(run_id), "feeds")
 
 
 def _deferrals(run_id: str) -> str:
-    return key("run", run_id, "deferred")
+    return key("run", tagged(run_id), "deferred")
 
 
 def _meta(run_id: str) -> str:
-    return key("run", run_id, "meta")
+    return key("run", tagged(run_id), "meta")
 
 
 def count(r: redis.Redis, field: str, amount: int = 1, run_id: str | None = None) -> None:
     """Add to a lifetime total and to the run's. On a pipeline ``r`` the counts are queued with its commands."""
-    pipe = r if isinstance(r, redis.client.Pipeline) else r.pipeline(transaction=False)
+    pipe = r if is_pipeline(r) else r.pipeline(transaction=False)
     pipe.hincrby(stats_key(), field, amount)
     if run_id:
         pipe.hincrby(run_key(run_id), field, amount)
@@ -144,7 +145,7 @@ STAGES_WAITING = ("poll", "fetch")
 
 
 def _waiting_key(stage: str) -> str:
-    return key("waiting", stage)
+    return key("waiting", stage, tag="waiting")  # on a cluster, one slot: read with one MGET
 
 
 def host_waiting(r: redis.Redis) -> dict[str, int]:
@@ -158,7 +159,7 @@ def put_off(r: redis.Redis, stage: str, amount: int = 1) -> None:
     """Count work of ``stage`` put off for a busy host (``amount`` -1: it is running again); the lifetime
     total of put-offs (``put_off:<stage>``) goes with it, in one round trip. On a pipeline ``r`` the counts
     are queued with its commands."""
-    pipe = r if isinstance(r, redis.client.Pipeline) else r.pipeline(transaction=False)
+    pipe = r if is_pipeline(r) else r.pipeline(transaction=False)
     pipe.incrby(_waiting_key(stage), amount)
     if amount > 0:
         pipe.hincrby(stats_key(), f"put_off:{stage}", amount)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # --- connections ---------------------------------------------------------------------------------
     # REDIS_URL (no prefix) is the conventional name; unset means "start an embedded Redis".
     redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+    # The Celery broker (queues, kombu's bookkeeping, the RedBeat lock): a plain Redis, since kombu has no
+    # Cluster transport. Unset: the Redis of REDIS_URL (or the embedded one).
+    broker_url: SecretStr | None = None
+    # REDIS_URL names a node of a Redis Cluster: state keys carry hash tags and scripts stay within one slot
+    redis_cluster: bool = False
     key_prefix: str = "ingest"
 
     # --- feeds and scheduling ---------------------------------------------------------------------------
@@ -123,10 +128,21 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "broker_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return value or None
+
+    @model_validator(mode="after")
+    def _cluster_needs_urls(self) -> Settings:
+        # The embedded server is a single node, and kombu cannot use a cluster node as its broker.
+        if self.redis_cluster and self.redis_url is None:
+            raise ValueError("state on Redis Cluster (INGEST_REDIS_CLUSTER=true) needs REDIS_URL: any node of the "
+                             "cluster")
+        if self.redis_cluster and self.broker_url is None:
+            raise ValueError("state on Redis Cluster (INGEST_REDIS_CLUSTER=true) needs INGEST_BROKER_URL: the "
+                             "Celery broker must be a plain Redis (kombu has no Cluster transport)")
+        return self
 
     @field_validator("allowed_networks", mode="before")
     @classmethod
@@ -183,11 +199,14 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         field = ".".join(str(part) for part in error["loc"])
         what = str(error["msg"]).removeprefix("Value error, ")
         what = what[:1].lower() + what[1:]
+        if not error["loc"]:  # a rule across settings: its message names them (the input would show secrets)
+            problems.append(what)
+            continue
         if error["type"] == "extra_forbidden":
             problems.append(f"{field} in {path}: unknown setting")
             continue
         name = env_name(str(error["loc"][0])) if error["loc"] else field
-        secret = "secret" in field or field == "redis_url"  # never echo a credential
+        secret = "secret" in field or field in ("redis_url", "broker_url")  # never echo a credential
         if name in os.environ:  # the environment wins over the file, so the bad value came from there
             problems.append(f"{name}: {what}" if secret else f"{name}={os.environ[name]!r}: {what}")
         else:

@@ -10,11 +10,12 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import redis
 
-from worker.core.keys import key
+from worker.core.keys import SLOT_GROUP_BITS, key
+from worker.core.redisconn import one_trip
+from worker.core.settings import get_settings
 from worker.dedup.fingerprint import id64, text_of
 
 _SAFE_NAME = re.compile(r"[a-z0-9._\-]{1,40}")
@@ -40,7 +41,9 @@ class Buckets:
     listpack.
     """
 
-    def __init__(self, r: redis.Redis, name: str, ttl_seconds: float) -> None:
+    def __init__(self, r: redis.Redis, name: str, ttl_seconds: float, *, tag: str | None = None) -> None:
+        """``tag``: on a cluster, every key of the layout in that one slot (the LSH bands, read by the story
+        script); without it, an id's keys go to its slot group (``worker.core.keys.slot_group``)."""
         if not _SAFE_NAME.fullmatch(name):
             raise ValueError(f"bucket set name must match {_SAFE_NAME.pattern}: {name!r}")
         if ttl_seconds <= 0:
@@ -51,6 +54,10 @@ class Buckets:
         self.half = ttl_seconds / 2
         self.expire = max(1, math.ceil(ttl_seconds))
         self._bits: dict[int, int] = {}
+        self._tag = tag
+        # On a cluster, buckets of one slot group must be told apart by the group: so at least a group's worth
+        # of buckets, and an id's buckets of every generation then share its group's slot.
+        self._min_bits = SLOT_GROUP_BITS if get_settings().redis_cluster and tag is None else 0
 
     def generation(self, now: float | None = None) -> int:
         return math.floor((time.time() if now is None else now) / self.half)
@@ -70,6 +77,7 @@ class Buckets:
             self.r.set(self._meta(gen), self._choose_bits(gen), nx=True, ex=2 * self.expire)
             raw = self.r.get(self._meta(gen))
         bits = DEFAULT_BUCKET_BITS if raw is None else int(text_of(raw))  # None only if it expired meanwhile
+        bits = max(bits, self._min_bits)
         if len(self._bits) > 8:  # only the current and previous generations are ever asked for again
             self._bits.clear()
         self._bits[gen] = bits
@@ -79,12 +87,12 @@ class Buckets:
         prev_raw = self.r.get(self._meta(gen - 1))
         if prev_raw is None:
             return DEFAULT_BUCKET_BITS
-        prev_bits = int(text_of(prev_raw))
+        prev_bits = max(int(text_of(prev_raw)), self._min_bits)
         rng = random.Random(gen)
         sample = [rng.randrange(1 << prev_bits) for _ in range(_SAMPLES)]
         pipe = self.r.pipeline(transaction=False)
         for bucket in sample:
-            pipe.hlen(self._data(gen - 1, bucket))
+            pipe.hlen(self._data(gen - 1, bucket, prev_bits))
         lengths = pipe.execute()
         estimate = sum(int(n) for n in lengths) / len(sample) * (1 << prev_bits)
         if estimate <= 0:
@@ -92,14 +100,23 @@ class Buckets:
         wanted = math.ceil(math.log2(max(1.0, estimate * GROWTH_MARGIN / TARGET_PER_BUCKET)))
         return max(MIN_BUCKET_BITS, min(MAX_BUCKET_BITS, wanted))
 
-    def _data(self, gen: int, bucket: int) -> str:
-        return key(self.name, str(gen), format(bucket, "x"))
+    def _data(self, gen: int, bucket: int, bits: int) -> str:
+        tag = self._tag if self._tag is not None or not self._min_bits else \
+            format(bucket >> (bits - SLOT_GROUP_BITS), "03x")  # the top bits of its ids: their slot group
+        return key(self.name, str(gen), format(bucket, "x"), tag=tag)
 
     def locate(self, h: int, gen: int) -> tuple[list[str], str]:
         """``([current key, previous key], field)`` of a 64-bit hash."""
         field = str(h & ((1 << FIELD_BITS) - 1))  # an integer string: listpack stores it as an int
-        keys = [self._data(g, h >> (64 - self.bits(g))) for g in (gen, gen - 1)]
+        keys = []
+        for g in (gen, gen - 1):
+            bits = self.bits(g)
+            keys.append(self._data(g, h >> (64 - bits), bits))
         return keys, field
+
+    def group(self, h: int) -> int:
+        """Which slot group a hash's keys are in on a cluster (0 for all on one node, or with a fixed tag)."""
+        return h >> (64 - SLOT_GROUP_BITS) if self._min_bits else 0
 
 
 # KEYS: the distinct keys. ARGV: ttl, then "cur prev field " per id (indexes into KEYS): one string, because
@@ -164,18 +181,32 @@ class BucketSet:
 
     def add_many(self, ids: Sequence[str]) -> list[bool]:
         """Add ids; True where an id was not there before. Atomic per id: of two workers adding the same id
-        at the same time, exactly one gets True."""
+        at the same time, exactly one gets True. On a cluster the ids go in one script call per slot group
+        (sent together, a round trip per node); on one node, in one call."""
         gen = self._layout.generation()
         result: list[bool] = []
         for start in range(0, len(ids), _ADD_BATCH):
-            index: dict[str, int] = {}
-            records: list[str] = []
-            for id_ in ids[start : start + _ADD_BATCH]:
-                keys, field = self._layout.locate(id64(id_), gen)
+            groups: dict[int, tuple[dict[str, int], list[str], list[int]]] = {}
+            for i, id_ in enumerate(ids[start : start + _ADD_BATCH]):
+                h = id64(id_)
+                keys, field = self._layout.locate(h, gen)
+                index, records, order = groups.setdefault(self._layout.group(h), ({}, [], []))
                 records.append(f"{index.setdefault(keys[0], len(index) + 1)} "
                                f"{index.setdefault(keys[1], len(index) + 1)} {field} ")
-            args: list[Any] = [self._layout.expire, "".join(records)]
-            result += [bool(x) for x in self._add(keys=list(index), args=args)]
+                order.append(i)
+            calls = [(list(index), [self._layout.expire, "".join(records)]) for index, records, _ in groups.values()]
+            if len(calls) == 1:
+                replies = [self._add(keys=calls[0][0], args=calls[0][1])]
+            else:
+                pipe = one_trip(self.r)
+                for keys, args in calls:
+                    self._add(keys=keys, args=args, client=pipe)
+                replies = pipe.execute()
+            added: list[bool] = [False] * sum(len(order) for _, _, order in groups.values())
+            for (_, _, order), reply in zip(groups.values(), replies, strict=True):
+                for i, x in zip(order, reply, strict=True):
+                    added[i] = bool(x)
+            result += added
         return result
 
     def contains_many(self, ids: Sequence[str]) -> list[bool]:

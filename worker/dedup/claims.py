@@ -7,9 +7,10 @@ import enum
 
 import redis
 
-from worker.core.keys import digest, key
+from worker.core.keys import digest, key, slot_group
+from worker.core.redisconn import is_pipeline
 from worker.dedup.buckets import BucketSet
-from worker.dedup.fingerprint import HEX16
+from worker.dedup.fingerprint import HEX16, id64
 
 # --- claims ------------------------------------------------------------------------------------------------
 
@@ -41,7 +42,8 @@ def _id_part(article_id: str) -> str:
 
 
 def _claim_key(article_id: str) -> str:
-    return key("claim", _id_part(article_id))
+    # on a cluster, in the slot of the article's "published" bucket, which the claim script reads
+    return key("claim", _id_part(article_id), tag=slot_group(id64(article_id)))
 
 
 class Claim(enum.IntEnum):
@@ -61,7 +63,7 @@ def claim(r: redis.Redis, article_id: str, ttl_seconds: int, owner: str, *,
     # EVALSHA (the script is sent once per connection, not with every call)
     reply = r.register_script(_CLAIM)(keys=[_claim_key(article_id), *keys],
                                       args=[owner, max(1, int(ttl_seconds)), field])
-    return reply if isinstance(reply, redis.client.Pipeline) else Claim(reply)
+    return reply if is_pipeline(reply) else Claim(reply)
 
 
 def release(r: redis.Redis, article_id: str, owner: str) -> None:

@@ -21,6 +21,10 @@ from worker.dedup.fingerprint import HEX16, TITLE_MIN_SIMILARITY, Fingerprint, b
 # --- the same story ----------------------------------------------------------------------------------------
 
 Reason = Literal["title", "near_text", "exact_text", "url"]
+# On a Redis Cluster the whole index (titles, texts, URLs, LSH bands, signatures) shares one slot: a story's
+# copies share no key a tag could be drawn from, and the check-and-remember must stay one atomic script
+# (README, "State on Redis Cluster").
+STORY_TAG = "story"
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,8 @@ class Duplicate:
 # KEYS: title keys, text keys, URL keys, two band keys per band (current, previous), own signature key.
 # ARGV: id, title ttl, seen ttl, threshold, signature, signature key prefix, counts (title, text, url, bands),
 #       mode ("both": check, then remember if new; "check": no writes; "remember": no check), band fields.
-# The candidates' signature keys are built in the script (they depend on what the bands hold); fine on a
-# single Redis, which is what the workers share.
+# The candidates' signature keys are built in the script (they depend on what the bands hold): on a Redis
+# Cluster every key of the index is in one slot (STORY_TAG), so the whole check stays one atomic step.
 _STORY = """
 local TITLE_MIN_SIMILARITY = @TITLE_MIN_SIMILARITY@
 local aid = ARGV[1]
@@ -145,7 +149,7 @@ class StoryIndex:
         self.title_ttl = max(1, math.ceil(self.settings.title_window_hours * 3600))
         self.seen_ttl = max(1, math.ceil(self.settings.seen_ttl_days * 86400))
         # Near-duplicate detection looks back over the title window: a story's copies arrive within hours.
-        self._bands = Buckets(r, "lsh", self.title_ttl)
+        self._bands = Buckets(r, "lsh", self.title_ttl, tag=STORY_TAG)
         self._script = r.register_script(_STORY)
 
     @staticmethod
@@ -194,9 +198,9 @@ class StoryIndex:
              mode: Literal["both", "check", "remember"]) -> Duplicate | None:
         if not HEX16.fullmatch(article_id):
             raise ValueError(f"article ids are 16 hex characters: {article_id[:40]!r}")
-        title_keys = [key("story", "t", digest(fp.title, 32))] if fp.title else []
-        text_keys = [key("story", "x", fp.exact)] if fp.exact else []
-        url_keys = list(dict.fromkeys(key("story", "u", self._url_part(u)) for u in urls if u))
+        title_keys = [key("story", "t", digest(fp.title, 32), tag=STORY_TAG)] if fp.title else []
+        text_keys = [key("story", "x", fp.exact, tag=STORY_TAG)] if fp.exact else []
+        url_keys = list(dict.fromkeys(key("story", "u", self._url_part(u), tag=STORY_TAG) for u in urls if u))
         band_keys: list[str] = []
         fields: list[str] = []
         sig = b""
@@ -208,9 +212,9 @@ class StoryIndex:
                 band_keys += keys
                 fields.append(field)
         args: list[Any] = [article_id, self.title_ttl, self.seen_ttl, repr(self.settings.near_dup_threshold),
-                           sig, key("story", "s", ""), len(title_keys), len(text_keys), len(url_keys),
+                           sig, key("story", "s", "", tag=STORY_TAG), len(title_keys), len(text_keys), len(url_keys),
                            len(fields), mode, *fields]
-        keys = [*title_keys, *text_keys, *url_keys, *band_keys, key("story", "s", article_id)]
+        keys = [*title_keys, *text_keys, *url_keys, *band_keys, key("story", "s", article_id, tag=STORY_TAG)]
         result = self._script(keys=keys, args=args)
         if not result:
             return None

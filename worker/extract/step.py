@@ -11,7 +11,7 @@ import structlog
 from worker import metrics
 from worker.core import runs
 from worker.core.messages import ExtractedText, FetchedPage, PreparedArticle
-from worker.core.redisconn import OneTrip
+from worker.core.redisconn import one_trip
 from worker.core.urls import site_of
 from worker.download.handoff import StoredPage
 from worker.extract.page import Extracted, extract_page
@@ -38,7 +38,7 @@ def extract(ctx: Context, page: FetchedPage, stored: StoredPage) -> PreparedArti
         return None
     site = site_of(page.final_url)
     title = extracted.title or job.title or ""
-    pipe = OneTrip(ctx.r)
+    pipe = one_trip(ctx.r)
     ctx.sites.observe(site, job.article_id, extracted.text, title, [*job.other_titles, job.title or ""],
                       slots=extracted.slots, pipe=pipe)
     runs.batch_done(pipe, job.batch)

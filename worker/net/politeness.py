@@ -19,7 +19,7 @@ import redis
 import structlog
 
 from worker import metrics
-from worker.core.keys import key, site_part
+from worker.core.keys import key, site_part, tagged
 from worker.core.redisconn import lua
 from worker.core.settings import Settings, get_settings
 
@@ -61,7 +61,7 @@ def host_of(url: str) -> str:
 
 
 def _keys(host: str) -> list[str]:
-    part = site_part(host)
+    part = tagged(site_part(host))  # one slot for the host's keys: the scripts touch them together
     return [key("host", part, "slots"), key("host", part, "next"), key("host", part, "pause"),
             key("host", part, "crawl-delay"), key("host", part, "tail"), key("host", part, "latency")]
 

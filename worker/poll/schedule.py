@@ -19,6 +19,7 @@ from worker.core.settings import Settings, get_settings
 from worker.feeds.feedlist import Feed
 from worker.poll import intervals
 
+INVALID_TAG = "feeds-invalid"  # on a cluster, the problems and their digest share a slot (one MULTI)
 POLL_LEASE = 300.0  # seconds a claimed feed stays claimed if its poll never reports back
 
 # Claim up to ARGV[3] feeds due at ARGV[1], pushing each to ARGV[2] (the lease) in the same atomic step,
@@ -48,7 +49,7 @@ def state_key(feed_id: str) -> str:
 
 def invalid_key() -> str:
     """The feed list's current problems, one line each (skipped entries, or a file that cannot be read)."""
-    return key("feeds", "invalid")
+    return key("feeds", "invalid", tag=INVALID_TAG)
 
 
 _STATE_FIELDS = ("etag", "last_modified", "errors", "body_hash", "last_ok", "history", "ttl", "skips")
@@ -223,7 +224,7 @@ class Schedule:
         reports them, once per edit."""
         fingerprint = digest("\n".join(problems))
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(key("feeds", "invalid", "digest"), fingerprint, get=True)
+        pipe.set(key("feeds", "invalid", "digest", tag=INVALID_TAG), fingerprint, get=True)
         pipe.delete(invalid_key())
         if problems:
             pipe.rpush(invalid_key(), *problems)
