@@ -28,7 +28,7 @@ def site_keys(r: redis.Redis, site: str) -> list[bytes]:
 
 
 def line_table(r: redis.Redis, site: str) -> dict[bytes, int]:
-    (lines_key,) = [k for k in site_keys(r, site) if b":lines:" in k]
+    (lines_key,) = [k for k in site_keys(r, site) if b":line-table:" in k]
     return decode_table(r.get(lines_key))
 
 
@@ -43,7 +43,7 @@ def test_observe_is_idempotent_per_page(redis_client: redis.Redis) -> None:
     assert rules.exact_hash("follow us on wechat") in table
     assert rules.title_hash("ferry terminal delayed again") in table
     # Nothing of the text itself is stored, only 6-byte fingerprints in a small table.
-    (lines_key,) = [k for k in site_keys(redis_client, "example.com") if b":lines:" in k]
+    (lines_key,) = [k for k in site_keys(redis_client, "example.com") if b":line-table:" in k]
     stored = redis_client.get(lines_key)
     assert all(len(f) == 6 for f in table) and b"wechat" not in stored.lower()
     assert len(stored) == 8 + 8 * 32  # a new table: header and 32 slots
@@ -57,8 +57,8 @@ def test_memory_is_bounded_per_site(redis_client: redis.Redis) -> None:
         title = f"Headline number {i} of the day"
         memory.observe("big.example", f"page-{i}", text, title, [f"Other story {i} today"])
     keys = site_keys(redis_client, "big.example")
-    lines = [k for k in keys if b":lines:" in k]
-    pages = [k for k in keys if b":pages:" in k]
+    lines = [k for k in keys if b":line-table:" in k]
+    pages = [k for k in keys if b":page-table:" in k]
     assert len(keys) == 2 and len(lines) == 1 and len(pages) == 1
     # the line table stops growing at its largest size (256 slots for 200 lines); the page table learns 30 pages
     assert redis_client.strlen(lines[0]) == 8 + 8 * table_slots(200) == 8 + 8 * 256
@@ -82,18 +82,21 @@ def test_a_full_table_keeps_the_repeated_lines_and_lets_the_long_tail_go(redis_c
     assert memory.clean("tail.example", "new", page, None).removed == [(footer, rules.SITE_REPEAT)]
 
 
-def test_keys_of_the_former_layout_are_replaced(redis_client: redis.Redis) -> None:
-    """A site memory written by an earlier release (a set of pages, a hash of lines) is read as empty and
-    replaced at the next observe, without an error."""
+def test_the_former_layouts_keys_are_left_to_the_workers_of_that_release(redis_client: redis.Redis) -> None:
+    """During a rolling upgrade an earlier release's workers keep their site memory (a set of pages, a hash of
+    lines, under the names they had) while this one learns in its own tables: neither meets the other's type
+    (WRONGTYPE would fail the old workers' tasks)."""
     memory = SiteMemory(redis_client, Settings())
     bucket = memory._buckets()[0]
-    redis_client.sadd(memory._pages_key("old.example", bucket), "0123456789abcdef")
-    redis_client.hset(memory._lines_key("old.example", bucket), b"12345678", 5)
+    old_pages, old_lines = f"ingest:site:old.example:pages:{bucket}", f"ingest:site:old.example:lines:{bucket}"
+    redis_client.sadd(old_pages, "0123456789abcdef")
+    redis_client.hset(old_lines, b"12345678", 5)
     assert memory.pages_seen("old.example") == 0
-    assert memory.clean("old.example", "x", f"{PROSE}\nFollow us", None).removed == []
     memory.observe("old.example", "p1", f"{PROSE}\nFollow us", None)
     assert memory.pages_seen("old.example") == 1
     assert line_table(redis_client, "old.example")[rules.exact_hash("follow us")] == 1
+    assert redis_client.type(old_pages) == b"set" and redis_client.type(old_lines) == b"hash"
+    assert redis_client.smembers(old_pages) == {b"0123456789abcdef"}
 
 
 def test_memory_decays_with_time(redis_client: redis.Redis) -> None:

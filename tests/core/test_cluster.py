@@ -113,7 +113,7 @@ def test_on_one_node_no_key_changes_its_name(one_node: None) -> None:
     assert keys["host"][0] == "ingest:host:example.com:slots"
     assert keys["run"][:2] == ["ingest:run:r1", "ingest:run:r1:todo"]
     assert keys["claim"][0] == f"ingest:claim:{AID}"
-    assert keys["site memory"][-1] == "ingest:site:example.com:lines:3"
+    assert keys["site memory"][-1] == "ingest:site:example.com:line-table:3"
     assert not any("{" in k for ks in keys.values() for k in ks)
 
 

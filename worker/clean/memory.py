@@ -144,13 +144,15 @@ class SiteMemory:
         hours = max(self.settings.site_memory_bucket_hours, 1 / 3600)
         return max(1, min(self._n_buckets, math.ceil(self.settings.site_titles_ttl_hours / hours - 1e-9)))
 
+    # Named apart from the earlier layout's "pages" set and "lines" hash: during a rolling upgrade the old
+    # workers keep theirs (which expire with their bucket) instead of meeting a table where they expect a set.
     @staticmethod
     def _pages_key(site: str, bucket: int) -> str:
-        return key("site", tagged(site_part(site)), "pages", str(bucket))
+        return key("site", tagged(site_part(site)), "page-table", str(bucket))
 
     @staticmethod
     def _lines_key(site: str, bucket: int) -> str:
-        return key("site", tagged(site_part(site)), "lines", str(bucket))
+        return key("site", tagged(site_part(site)), "line-table", str(bucket))
 
     @staticmethod
     def _page_member(page_id: str) -> bytes:
@@ -217,8 +219,7 @@ class SiteMemory:
         pipe = self.r.pipeline(transaction=False)
         for b in self._buckets():
             pipe.getrange(self._pages_key(site, b), 0, 3)  # the page table's header: its slots in use
-        # a key of an earlier layout (a set) answers WRONGTYPE: it holds nothing this code reads
-        return sum(int.from_bytes(n, "big") for n in pipe.execute(raise_on_error=False) if isinstance(n, bytes))
+        return sum(int.from_bytes(n, "big") for n in pipe.execute())
 
     def needs_hold(self, site: str) -> bool:
         """Too little evidence yet about this site: its pages should wait for the rest of their batch."""

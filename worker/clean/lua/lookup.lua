@@ -1,6 +1,5 @@
 -- Read what a site's memory knows about one page's fingerprints, in every live bucket (read only).
--- The tables are those of observe.lua (layout there and in worker.clean.memory); a key of an earlier layout
--- reads as empty.
+-- The tables are those of observe.lua (layout there and in worker.clean.memory).
 --
 -- KEYS: page tables of the site's live buckets (current first), then their line tables, in the same order.
 -- ARGV: 1 page fingerprint, then the fields.
@@ -20,8 +19,8 @@ local function table_of(key)
   local t = tables[key]
   if t == nil then
     t = {m = 0}
-    local len = redis.pcall('STRLEN', key)
-    if type(len) == 'number' and len >= HEADER + SLOT then
+    local len = redis.call('STRLEN', key)
+    if len >= HEADER + SLOT then
       t.m = (len - HEADER) / SLOT
       if t.m <= SMALL then
         t.data = redis.call('GET', key)

@@ -38,16 +38,11 @@ local first = 9
 -- written back to the header at the end (one write per table, not one per new fingerprint).
 local tables = {}
 
--- The table at key, {m = 0} when there is none. A key of an earlier layout (a set or a hash) is dropped: what
--- it held is learnt again within a bucket.
+-- The table at key, {m = 0} when there is none.
 local function table_of(key)
   local t = tables[key]
   if t == nil then
-    local len = redis.pcall('STRLEN', key)
-    if type(len) ~= 'number' then
-      redis.call('DEL', key)
-      len = 0
-    end
+    local len = redis.call('STRLEN', key)
     t = {m = 0, n = 0, dirty = false}
     if len >= HEADER + SLOT then
       t.m = (len - HEADER) / SLOT
