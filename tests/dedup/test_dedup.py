@@ -536,3 +536,14 @@ def test_claim_of_a_published_article_takes_nothing(redis_client: redis.Redis) -
     assert claim(redis_client, aid(1), 60, "task-2") is Claim.TAKEN  # the published check took no claim
     assert claim(redis_client, aid(2), 60, "task-1", published=published) is Claim.TAKEN
     assert claim(redis_client, aid(2), 60, "task-2", published=published) is Claim.HELD
+
+
+@pytest.mark.skipif(not ON_CLUSTER, reason="a cluster's slots and nodes")
+def test_the_story_index_spreads_over_the_cluster(redis_client: redis.Redis, index: StoryIndex) -> None:
+    for i in range(6):
+        index.check_and_remember(aid(f"spread-{i}"), f"Headline number {i} of the spread test",
+                                 article_text(200 + i), url(f"spread-{i}"))
+    keys = list(redis_client.scan_iter(match="*story*")) + list(redis_client.scan_iter(match="*lsh*"))
+    assert len(keys) > 24  # title, text, URL and signature of each, and the bands' buckets
+    assert len({redis_client.keyslot(k) for k in keys}) > 24
+    assert len({redis_client.get_node_from_key(k).name for k in keys}) == 3  # type: ignore[attr-defined]
