@@ -17,14 +17,14 @@ from worker.core.settings import Settings, get_settings
 from worker.core.urls import InvalidURL, canonicalize
 from worker.dedup.buckets import Buckets
 from worker.dedup.fingerprint import HEX16, TITLE_MIN_SIMILARITY, Fingerprint, band_hashes, signature_bytes, text_of
+from worker.dedup.stories_sharded import ShardedStories
 
 # --- the same story ----------------------------------------------------------------------------------------
 
 Reason = Literal["title", "near_text", "exact_text", "url"]
-# On a Redis Cluster the whole index (titles, texts, URLs, LSH bands, signatures) shares one slot: a story's
-# copies share no key a tag could be drawn from, and the check-and-remember must stay one atomic script
-# (README, "State on Redis Cluster").
-STORY_TAG = "story"
+# On one Redis the whole check is one atomic script (below); on a Redis Cluster each key of the index lives in
+# its own slot and ``worker.dedup.stories_sharded`` walks them in one order instead (README, "State on Redis
+# Cluster").
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class Duplicate:
 # KEYS: title keys, text keys, URL keys, two band keys per band (current, previous), own signature key.
 # ARGV: id, title ttl, seen ttl, threshold, signature, signature key prefix, counts (title, text, url, bands),
 #       mode ("both": check, then remember if new; "check": no writes; "remember": no check), band fields.
-# The candidates' signature keys are built in the script (they depend on what the bands hold): on a Redis
-# Cluster every key of the index is in one slot (STORY_TAG), so the whole check stays one atomic step.
+# The candidates' signature keys are built in the script (they depend on what the bands hold), which is why
+# this script runs on one Redis only.
 _STORY = """
 local TITLE_MIN_SIMILARITY = @TITLE_MIN_SIMILARITY@
 local aid = ARGV[1]
@@ -149,8 +149,11 @@ class StoryIndex:
         self.title_ttl = max(1, math.ceil(self.settings.title_window_hours * 3600))
         self.seen_ttl = max(1, math.ceil(self.settings.seen_ttl_days * 86400))
         # Near-duplicate detection looks back over the title window: a story's copies arrive within hours.
-        self._bands = Buckets(r, "lsh", self.title_ttl, tag=STORY_TAG)
+        self._bands = Buckets(r, "lsh", self.title_ttl)
         self._script = r.register_script(_STORY)
+        self._sharded = ShardedStories(r, title_ttl=self.title_ttl, seen_ttl=self.seen_ttl,
+                                       threshold=self.settings.near_dup_threshold) \
+            if self.settings.redis_cluster else None
 
     @staticmethod
     def _url_part(url: str) -> str:
@@ -174,9 +177,10 @@ class StoryIndex:
         text checks: a copy with an edited headline nearly always carries (nearly) the same text, while a
         fuzzy headline match would merge distinct stories that share a formula ("Live: ..." "... dies at 84").
 
-        Race handling: the checks and the remembering are one Lua script, and Redis runs scripts one at a
-        time, so of two workers handling copies of one story at the same moment, the first registers its
-        title, text hash, bands and signature before the second looks: exactly one of them gets None.
+        Race handling: on one Redis the checks and the remembering are one Lua script, and Redis runs scripts
+        one at a time, so of two workers handling copies of one story at the same moment, the first registers
+        its title, text hash, bands and signature before the second looks: exactly one of them gets None. On a
+        cluster, ``ShardedStories`` gives the same guarantee key by key.
         """
         return self._run(article_id, Fingerprint.of(title, text), [canonical_url, *alt_urls], "both")
 
@@ -198,9 +202,13 @@ class StoryIndex:
              mode: Literal["both", "check", "remember"]) -> Duplicate | None:
         if not HEX16.fullmatch(article_id):
             raise ValueError(f"article ids are 16 hex characters: {article_id[:40]!r}")
-        title_keys = [key("story", "t", digest(fp.title, 32), tag=STORY_TAG)] if fp.title else []
-        text_keys = [key("story", "x", fp.exact, tag=STORY_TAG)] if fp.exact else []
-        url_keys = list(dict.fromkeys(key("story", "u", self._url_part(u), tag=STORY_TAG) for u in urls if u))
+        if self._sharded is not None:
+            found = self._sharded.run(article_id, fp, digest(fp.title, 32) if fp.title else None,
+                                      [self._url_part(u) for u in urls if u], mode)
+            return Duplicate(of=found[0], reason=found[1]) if found else None  # type: ignore[arg-type]
+        title_keys = [key("story", "t", digest(fp.title, 32))] if fp.title else []
+        text_keys = [key("story", "x", fp.exact)] if fp.exact else []
+        url_keys = list(dict.fromkeys(key("story", "u", self._url_part(u)) for u in urls if u))
         band_keys: list[str] = []
         fields: list[str] = []
         sig = b""
@@ -212,9 +220,9 @@ class StoryIndex:
                 band_keys += keys
                 fields.append(field)
         args: list[Any] = [article_id, self.title_ttl, self.seen_ttl, repr(self.settings.near_dup_threshold),
-                           sig, key("story", "s", "", tag=STORY_TAG), len(title_keys), len(text_keys), len(url_keys),
+                           sig, key("story", "s", ""), len(title_keys), len(text_keys), len(url_keys),
                            len(fields), mode, *fields]
-        keys = [*title_keys, *text_keys, *url_keys, *band_keys, key("story", "s", article_id, tag=STORY_TAG)]
+        keys = [*title_keys, *text_keys, *url_keys, *band_keys, key("story", "s", article_id)]
         result = self._script(keys=keys, args=args)
         if not result:
             return None
