@@ -1,5 +1,5 @@
-"""Redis memory the same-story index takes per article: the figure behind the one slot the index keeps on a
-Redis Cluster (README, "State on Redis Cluster").
+"""Redis memory the same-story index takes per article, on one node (on a Redis Cluster the same keys spread
+over the slots: README, "State on Redis Cluster").
 
     .venv/bin/python ops/bench/story_index_memory.py [--articles N]
 

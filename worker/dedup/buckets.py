@@ -41,9 +41,8 @@ class Buckets:
     listpack.
     """
 
-    def __init__(self, r: redis.Redis, name: str, ttl_seconds: float, *, tag: str | None = None) -> None:
-        """``tag``: on a cluster, every key of the layout in that one slot (the LSH bands, read by the story
-        script); without it, an id's keys go to its slot group (``worker.core.keys.slot_group``)."""
+    def __init__(self, r: redis.Redis, name: str, ttl_seconds: float) -> None:
+        """On a cluster, an id's keys go to its slot group (``worker.core.keys.slot_group``)."""
         if not _SAFE_NAME.fullmatch(name):
             raise ValueError(f"bucket set name must match {_SAFE_NAME.pattern}: {name!r}")
         if ttl_seconds <= 0:
@@ -54,10 +53,9 @@ class Buckets:
         self.half = ttl_seconds / 2
         self.expire = max(1, math.ceil(ttl_seconds))
         self._bits: dict[int, int] = {}
-        self._tag = tag
         # On a cluster, buckets of one slot group must be told apart by the group: so at least a group's worth
         # of buckets, and an id's buckets of every generation then share its group's slot.
-        self._min_bits = SLOT_GROUP_BITS if get_settings().redis_cluster and tag is None else 0
+        self._min_bits = SLOT_GROUP_BITS if get_settings().redis_cluster else 0
 
     def generation(self, now: float | None = None) -> int:
         return math.floor((time.time() if now is None else now) / self.half)
@@ -101,8 +99,8 @@ class Buckets:
         return max(MIN_BUCKET_BITS, min(MAX_BUCKET_BITS, wanted))
 
     def _data(self, gen: int, bucket: int, bits: int) -> str:
-        tag = self._tag if self._tag is not None or not self._min_bits else \
-            format(bucket >> (bits - SLOT_GROUP_BITS), "03x")  # the top bits of its ids: their slot group
+        # on a cluster, the top bits of its ids: their slot group
+        tag = format(bucket >> (bits - SLOT_GROUP_BITS), "03x") if self._min_bits else None
         return key(self.name, str(gen), format(bucket, "x"), tag=tag)
 
     def locate(self, h: int, gen: int) -> tuple[list[str], str]:
@@ -115,7 +113,7 @@ class Buckets:
         return keys, field
 
     def group(self, h: int) -> int:
-        """Which slot group a hash's keys are in on a cluster (0 for all on one node, or with a fixed tag)."""
+        """Which slot group a hash's keys are in on a cluster (0 for all on one node)."""
         return h >> (64 - SLOT_GROUP_BITS) if self._min_bits else 0
 
 
