@@ -136,6 +136,7 @@ def start_worker(name: str, *, concurrency: int = 2, env: dict[str, str] | None 
                  stage: str = "extract", queues: str | None = None) -> subprocess.Popen[bytes]:
     """A real Celery worker process of one stage on the test Redis; returns once it answers a ping."""
     from worker.app import app, stages
+    from worker.cli.supervise import die_with_parent
 
     log = open(ROOT / ".pytest_cache" / f"worker-{name}.log", "wb")  # noqa: SIM115 - lives as long as the worker
     args = stages()[stage].celery_args(node=f"{name}@%h", concurrency=concurrency)
@@ -144,6 +145,8 @@ def start_worker(name: str, *, concurrency: int = 2, env: dict[str, str] | None 
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "worker.app", *args, "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=os.environ | (env or {}), stdout=log, stderr=subprocess.STDOUT,
+        # a killed test run must not leave workers consuming the test broker's queues into the next run
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -49,11 +49,11 @@ def start_stages(*, names: Sequence[str] = ("download", "extract"), node: str | 
         args = stage.celery_args(node=f"{name}-{node}" if node else None, loglevel=loglevel,
                                  concurrency=(concurrency or {}).get(name), beat=beat and index == 0)
         procs.append(subprocess.Popen(celery_argv(*args), env=stage_env(stage, index, env),
-                                      start_new_session=new_session, preexec_fn=_die_with_parent, **popen))
+                                      start_new_session=new_session, preexec_fn=die_with_parent, **popen))
     return procs
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: the kernel sends it SIGTERM (a warm shutdown) when this process dies, so a
     stage never outlives a killed ``ingest run`` and goes on taking work (Linux; elsewhere nothing is done)."""
     if sys.platform.startswith("linux"):
