@@ -19,6 +19,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -260,14 +261,9 @@ def fetch_article(self: Task, payload: dict[str, Any]) -> None:
     returning = job.host_busy > 0
     stored = None
     if not returning:
-        # The claim spans both stages: the extract task holds and releases it with the same owner. One round
-        # trip takes it and asks whether this task had handed the page over already (a redelivery).
-        lease = int(c.settings.page_ttl + c.settings.task_time_limit)
-        trip = one_trip(c.r)
-        claim(trip, job.article_id, lease, owner, published=c.publisher.published)
-        trip.hmget(handoff.page_key(job.article_id), *handoff.DESCRIBE_FIELDS)
-        claimed, described = trip.execute()
-        taken = Claim(claimed)
+        # With the claim, whether this task had handed the page over already (a redelivery).
+        taken, described = _claim_reading(
+            c, job, owner, lambda trip: trip.hmget(handoff.page_key(job.article_id), *handoff.DESCRIBE_FIELDS))
         if taken is not Claim.TAKEN:
             # HELD: another task (the same article fanned out by another feed) holds it: that one publishes it,
             # or, if its worker dies, its own redelivery does. A redelivery of *this* task re-enters its claim.
@@ -339,6 +335,18 @@ def _finish(r: Any, job: PageJob, owner: str | None = None, *, waited: bool = Fa
     closing.execute()
 
 
+def _claim_reading(c: Context, job: PageJob, owner: str, read: Callable[[Any], Any]) -> tuple[Claim, Any]:
+    """Take (or re-enter) the article's claim and ``read`` the page's hand-off in the same round trip. The claim
+    spans both stages: the download task takes it, the extract task holds and releases it with the same owner,
+    for as long as a page may wait between them."""
+    lease = int(c.settings.page_ttl + c.settings.task_time_limit)
+    trip = one_trip(c.r)
+    claim(trip, job.article_id, lease, owner, published=c.publisher.published)
+    read(trip)
+    claimed, answer = trip.execute()
+    return Claim(claimed), answer
+
+
 # --- extract stage --------------------------------------------------------------------------------------------
 
 
@@ -351,12 +359,7 @@ def extract_article(self: Task, payload: dict[str, Any]) -> None:
         return
     job = page.job
     _bind(self, feed=job.feed.label, url=page.final_url, article_id=job.article_id)
-    lease = int(c.settings.page_ttl + c.settings.task_time_limit)
-    trip = one_trip(c.r)  # the claim and the page in one round trip
-    claim(trip, job.article_id, lease, page.owner, published=c.publisher.published)
-    trip.hgetall(handoff.page_key(job.article_id))
-    claimed, raw_page = trip.execute()
-    taken = Claim(claimed)
+    taken, raw_page = _claim_reading(c, job, page.owner, lambda trip: trip.hgetall(handoff.page_key(job.article_id)))
     if taken is not Claim.TAKEN:
         # PUBLISHED: a redelivery after the article went out. HELD: our claim lapsed and another feed's copy
         # took the article; that one publishes it (and uses the stored page).

@@ -151,7 +151,7 @@ class StoryIndex:
         # Near-duplicate detection looks back over the title window: a story's copies arrive within hours.
         self._bands = Buckets(r, "lsh", self.title_ttl)
         self._script = r.register_script(_STORY)
-        self._sharded = ShardedStories(r, title_ttl=self.title_ttl, seen_ttl=self.seen_ttl,
+        self._sharded = ShardedStories(r, self._bands, title_ttl=self.title_ttl, seen_ttl=self.seen_ttl,
                                        threshold=self.settings.near_dup_threshold) \
             if self.settings.redis_cluster else None
 

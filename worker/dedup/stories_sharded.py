@@ -61,10 +61,11 @@ def similarity(a: bytes, b: bytes | None) -> float:
 class ShardedStories:
     """``StoryIndex``'s check on a cluster: the same verdicts from keys spread over the slots (module doc)."""
 
-    def __init__(self, r: redis.Redis, *, title_ttl: int, seen_ttl: int, threshold: float) -> None:
+    def __init__(self, r: redis.Redis, bands: Buckets, *, title_ttl: int, seen_ttl: int, threshold: float) -> None:
+        """``bands``: the index's LSH layout (on a cluster each band's keys are in its slot group)."""
         self.r = r
         self.title_ttl, self.seen_ttl, self.threshold = title_ttl, seen_ttl, threshold
-        self._bands = Buckets(r, "lsh", title_ttl)  # no fixed tag: each band's keys in its slot group
+        self._bands = bands
         self._band = r.register_script(_BAND)
 
     @staticmethod
