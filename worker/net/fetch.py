@@ -259,7 +259,8 @@ class _GuardedTransport(httpx.HTTPTransport):
     argument, so the pool it builds is replaced by an identical one that has."""
 
     def __init__(self, policy: _Policy, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
+        # the shared context: left to itself, HTTPTransport would load the CA bundle again for a pool it drops
+        super().__init__(verify=_ssl_context(), trust_env=False, limits=limits)
         self._pool.close()
         self._pool = httpcore.ConnectionPool(
             ssl_context=_ssl_context(),
