@@ -1,7 +1,8 @@
 """Pipeline throughput against the CPU limit of extraction, with the server answering after N ms.
 
     .venv/bin/python ops/bench/throughput.py [--latency-ms 0,100,300,1000] [--hosts 36] [--per-host 10]
-                                             [--processes 2] [--host-rate 0] [--py-spy extract|download] [--profile]
+                                             [--processes 2] [--host-rate 0] [--repeat 1]
+                                             [--py-spy extract|download] [--profile]
 
 Pages: ``../shared/eval/big9``'s site+period groups and ``../shared/eval/aeb``'s pages in groups of ten (read in
 place, never copied into the project) when present, else generated demo sites (``worker.demo.site``). One loopback
@@ -14,8 +15,10 @@ Measures, in one run:
   (b) for each latency, the pipeline as production runs it on an empty Redis: a download worker (threads,
       ``INGEST_DOWNLOAD_CONCURRENCY``) and an extract worker of ``--processes`` processes, default settings apart
       from the host rate: pages/s from the first article to the last (Redis times of the stream entries) and its
-      ratio to (a), CPU ms per page of every process, Redis commands per page, pages put off for a busy host, the
-      worker set's peak RSS and the Redis bytes of a page in flight between the stages.
+      ratio to the bare loop run in a fresh process just before and just after it (the VM's speed drifts; with
+      ``--repeat N``, N runs so interleaved and their median ratio), CPU ms per page of every process, Redis
+      commands per page, pages put off for a busy host, the worker set's peak RSS and the Redis bytes of a page
+      in flight between the stages.
 ``--py-spy`` samples one stage's worker; ``--profile`` runs the steps in this process with a per-step breakdown.
 
 Last line: ``throughput pages= hosts= bare= cpu_ms_bare= l<N>ms_c<P>= ratio_l<N>ms_c<P>= rss_mb_l<N>ms_c<P>= ...``.
@@ -27,6 +30,7 @@ import argparse
 import collections
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -80,6 +84,23 @@ def loop_rate(fn: Callable[[str], Any], htmls: list[str], rounds: int) -> tuple[
         best = min(best, time.perf_counter() - started)
         best_cpu = min(best_cpu, time.process_time() - cpu)
     return len(htmls) / best, best_cpu * 1000 / len(htmls)
+
+
+def _bare_once(htmls: list[str]) -> tuple[float, float]:
+    import trafilatura
+
+    return loop_rate(trafilatura.extract, htmls, 1)
+
+
+def bare_fresh(htmls: list[str]) -> tuple[float, float]:
+    """The bare loop's pages/s and CPU ms a page, one pass in a new interpreter (no cache warmed by an earlier
+    pass). Taken right before and right after each pipeline run: this VM's speed drifts by ±15 % over a minute
+    (the same pure-Python loop takes 0.61 to 0.83 s), so a ratio is only fair against the loop of that minute."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        rate: tuple[float, float] = pool.apply(_bare_once, (htmls,))
+    return rate
 
 
 def bare_rates(htmls: list[str], rounds: int) -> dict[str, tuple[float, float]]:
@@ -476,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=0.0,
                     help="INGEST_CLEAN_HOLD_SECONDS of the workers (0: steady state; 20: production cold start)")
     ap.add_argument("--rounds", type=int, default=1, help="passes of the bare loop (best is kept)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="pipeline runs per latency, each between two fresh bare loops; the median ratio is kept")
     ap.add_argument("--py-spy", choices=("extract", "download"), default=None,
                     help="sample that stage's worker with py-spy")
     ap.add_argument("--profile", action="store_true", help="in-process per-step breakdown + pyinstrument")
@@ -499,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"INGEST_HOST_CONCURRENCY": "2", "INGEST_HOST_RATE": f"{args.host_rate:g}", "INGEST_ROBOTS_OBEY": "true"}
     redis_server = benchlib.start_redis(env)
     results = []
+    after: float | None = None  # the last bare loop, the next run's "before"
     try:
         for latency_ms in [float(x) for x in args.latency_ms.split(",")]:
             server, by_host = serve(by_group, latency_ms / 1000)
@@ -507,20 +531,30 @@ def main(argv: list[str] | None = None) -> int:
                     profile_in_process(server, by_host, None)
                     profile_in_process(server, by_host, benchlib.LOG_DIR / "throughput-pyinstrument.txt")
                 for processes in [int(x) for x in args.processes.split(",")]:
-                    spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
-                    if spy is not None:
-                        spy.unlink(missing_ok=True)
-                    fig = run_pipeline(server, by_host, processes, args.hold, args.timeout, redis_server.proc.pid,
-                                       env, spy, args.py_spy or "extract")
-                    print(f"(b) latency {latency_ms:g} ms, {processes} extract processes: {len(pages)} pages, "
-                          f"{fig.pages_per_s:.1f} pages/s first to last article = {fig.pages_per_s / bare:.2f}x "
-                          f"the bare loop; {fig.seconds:.1f} s from the first poll; CPU {fig.cpu_ms:.1f} ms a page; "
-                          f"worker set RSS peak {fig.rss_mb:.0f} MiB; Redis per page in flight "
-                          f"{fig.handoff_bytes / 1024:.1f} KiB (peak {fig.in_flight_peak} pages); "
-                          f"run totals {benchlib.jdump(fig.totals)}")
-                    if spy is not None:
-                        summarise_spy(spy)
-                    results.append((latency_ms, processes, fig))
+                    ratios = []
+                    for _ in range(args.repeat):
+                        spy = benchlib.LOG_DIR / "throughput-py-spy.txt" if args.py_spy else None
+                        if spy is not None:
+                            spy.unlink(missing_ok=True)
+                        before = after if after is not None else bare_fresh(htmls)[0]
+                        fig = run_pipeline(server, by_host, processes, args.hold, args.timeout,
+                                           redis_server.proc.pid, env, spy, args.py_spy or "extract")
+                        after = bare_fresh(htmls)[0]
+                        ratios.append(fig.pages_per_s / ((before + after) / 2))
+                        print(f"(b) latency {latency_ms:g} ms, {processes} extract processes: {len(pages)} pages, "
+                              f"{fig.pages_per_s:.1f} pages/s first to last article = {ratios[-1]:.2f}x the bare "
+                              f"loop run just before and after ({before:.1f} and {after:.1f} pages/s); "
+                              f"{fig.seconds:.1f} s from the first poll; CPU {fig.cpu_ms:.1f} ms a page; "
+                              f"worker set RSS peak {fig.rss_mb:.0f} MiB; Redis per page in flight "
+                              f"{fig.handoff_bytes / 1024:.1f} KiB (peak {fig.in_flight_peak} pages); "
+                              f"run totals {benchlib.jdump(fig.totals)}")
+                        if spy is not None:
+                            summarise_spy(spy)
+                    ratio = statistics.median(ratios)
+                    if args.repeat > 1:
+                        print(f"(b) latency {latency_ms:g} ms, {processes} extract processes: median ratio "
+                              f"{ratio:.2f} of {args.repeat} runs ({', '.join(f'{x:.2f}' for x in ratios)})")
+                    results.append((latency_ms, processes, fig, ratio))
             finally:
                 server.stop()
     finally:
@@ -528,9 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("REDIS_URL", None)
     print(benchlib.machine())
     print(f"throughput pages={len(pages)} hosts={len(by_group)} bare={bare:.1f} cpu_ms_bare={bare_cpu:.1f} "
-          + " ".join(f"l{lat:g}ms_c{proc}={fig.pages_per_s:.1f} ratio_l{lat:g}ms_c{proc}={fig.pages_per_s / bare:.2f} "
+          + " ".join(f"l{lat:g}ms_c{proc}={fig.pages_per_s:.1f} ratio_l{lat:g}ms_c{proc}={ratio:.2f} "
                      f"rss_mb_l{lat:g}ms_c{proc}={fig.rss_mb:.0f}"
-                     for lat, proc, fig in results))
+                     for lat, proc, fig, ratio in results))
     return 0
 
 

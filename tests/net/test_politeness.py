@@ -33,7 +33,7 @@ from worker.core.urls import article_id, canonicalize
 from worker.demo.server import LocalServer, Response
 from worker.demo.site import build_site
 from worker.feeds.feedlist import Feed
-from worker.net.politeness import MAX_RESERVE, HostBusy, Politeness, host_of
+from worker.net.politeness import MAX_RESERVE, NO_TURN, HostBusy, Politeness, _keys, host_of
 from worker.poll.schedule import Schedule, due_key
 from worker.poll.step import feed_info
 from worker.tasks import FETCH_RETRIES, fetch_article
@@ -302,3 +302,44 @@ def test_a_busy_host_does_not_use_up_a_pages_retries(redis_client: redis.Redis, 
     wait_for(lambda: runs.pending(redis_client, run_id) == 0, 60, "the page")
     assert [a["id"] for a in published(redis_client)] == [task["article_id"]], runs.totals(redis_client, run_id)
     assert http_server.hits[site.article_path(site.articles[0].slug)] == 1
+
+
+def test_a_polls_pages_get_the_hosts_turns_in_one_trip(redis_client: redis.Redis) -> None:
+    """Two slots, no rate: two pages go now, the rest a latency apart in pairs; another host's pages are a
+    queue of their own; a second poll of the host queues behind the first's turns."""
+    polite = limiter(redis_client)
+    urls = [f"http://{HOST}/{i}" for i in range(5)] + ["http://other.example/a", "not a url"]
+    turns = polite.turns(urls)
+    waits = [round(t.wait, 2) for t in turns]
+    assert waits[:5] == [0.0, 0.0, 0.3, 0.3, 0.6]  # DEFAULT_LATENCY until the host's answers are timed
+    assert waits[5] == 0.0 and turns[5].at > 0
+    assert turns[6] == NO_TURN
+    assert all(t.at == pytest.approx(turns[0].at + t.wait, abs=0.01) for t in turns[:6])
+    later = polite.turns([f"http://{HOST}/again"])
+    assert later[0].wait == pytest.approx(0.6, abs=0.05)  # behind the first poll's last turn
+
+
+def test_turns_follow_the_rate_and_measured_latency_and_stop_at_max_reserve(redis_client: redis.Redis) -> None:
+    polite = limiter(redis_client, host_rate=0.5)
+    waits = [t.wait for t in polite.turns([f"http://{HOST}/{i}" for i in range(4)])]
+    assert waits == pytest.approx([0.0, 2.0, 4.0, 6.0], abs=0.05)
+    slow = limiter(redis_client, host_concurrency=1)
+    slow.r.set(_keys("slow.example")[5], "100")  # the host's measured latency
+    far = slow.turns([f"http://slow.example/{i}" for i in range(5)])
+    assert [t.wait for t in far[:4]] == pytest.approx([0, 100, 200, 300], abs=0.05)
+    assert far[4] == NO_TURN  # beyond MAX_RESERVE: it asks when it comes
+
+
+def test_a_paused_host_gives_no_turns(redis_client: redis.Redis) -> None:
+    polite = limiter(redis_client)
+    polite.pause(HOST, 30)
+    assert polite.turns([f"http://{HOST}/a", f"http://{HOST}/b"]) == [NO_TURN, NO_TURN]
+
+
+def test_turns_count_the_requests_in_flight(redis_client: redis.Redis) -> None:
+    """A slot taken a moment ago frees one latency after it was taken; the idle one is free now."""
+    polite = limiter(redis_client)
+    token, _, _ = polite.try_acquire(HOST)
+    assert token is not None
+    waits = [t.wait for t in polite.turns([f"http://{HOST}/{i}" for i in range(3)])]
+    assert waits == pytest.approx([0.0, 0.3, 0.3], abs=0.05)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import redis
@@ -20,7 +21,7 @@ import structlog
 
 from worker import metrics
 from worker.core.keys import key, site_part, tagged
-from worker.core.redisconn import lua
+from worker.core.redisconn import lua, one_trip
 from worker.core.settings import Settings, get_settings
 
 log = structlog.get_logger("worker.net.politeness")
@@ -44,6 +45,17 @@ class HostBusy(Exception):
         self.host = host
         self.wait = wait
         self.reserved_at = reserved_at
+
+
+class Turn(NamedTuple):
+    """A request's place in its host's queue: when (epoch seconds, Redis's clock; 0: none given) and how long
+    from now (seconds)."""
+
+    at: float
+    wait: float
+
+
+NO_TURN = Turn(0.0, 0.0)
 
 
 def host_of(url: str) -> str:
@@ -77,6 +89,7 @@ class Politeness:
         self._acquire = r.register_script(lua("worker.net", "acquire"))
         self._release = r.register_script(lua("worker.net", "release"))
         self._pause = r.register_script(lua("worker.net", "pause"))
+        self._reserve = r.register_script(lua("worker.net", "reserve"))
 
     def try_acquire(self, host: str, reserved_at: float = 0.0) -> tuple[str | None, float, float]:
         """One atomic attempt: ``(token, 0, 0)`` when granted, else ``(None, seconds to wait, reservation)``:
@@ -90,6 +103,33 @@ class Politeness:
         if int(granted) == 1:
             return token, 0.0, 0.0
         return None, max(float(wait), 0.001), float(turn)
+
+    def turns(self, urls: Sequence[str]) -> list[Turn]:
+        """The turns of a poll's new pages, handed out before they are sent (one round trip): a page sent with
+        its turn's delay comes when its host has room, instead of being turned away and sent again (a second
+        task run and message a page). ``NO_TURN`` for a page without a host, of a paused host, or beyond
+        ``MAX_RESERVE``: it asks when it comes, as any request."""
+        by_host: dict[str, list[int]] = {}
+        for i, url in enumerate(urls):
+            host = host_of(url)
+            if host:
+                by_host.setdefault(host, []).append(i)
+        out = [NO_TURN] * len(urls)
+        if not by_host:
+            return out
+        s = self.settings
+        interval = 1.0 / s.host_rate if s.host_rate > 0 else 0.0
+        trip = one_trip(self.r)
+        for host, indexes in by_host.items():
+            self._reserve(keys=_keys(host), args=[len(indexes), s.host_concurrency, interval, self.lease,
+                                                  DEFAULT_LATENCY, MAX_RESERVE], client=trip)
+        for indexes, answer in zip(by_host.values(), trip.execute(), strict=True):
+            now = float(answer[0])
+            for i, offset in zip(indexes, answer[1:], strict=True):
+                wait = float(offset)
+                if wait >= 0:
+                    out[i] = Turn(now + wait, wait)
+        return out
 
     def release(self, host: str, token: str) -> None:
         keys = _keys(host)
