@@ -18,6 +18,7 @@ from worker import metrics
 from worker.core import logs
 from worker.core.redisconn import broker_url
 from worker.core.settings import Settings, get_settings
+from worker.publish.deadletter import CURRENT_TASK
 
 QUEUES = ("poll", "fetch", "extract", "publish")
 SWEEP_EVERY = 30.0  # seconds between beat's sweeps for pages whose message went missing (worker.core.ledger)
@@ -152,3 +153,8 @@ def _setup_logging(**_: Any) -> None:
 @signals.worker_process_init.connect
 def _child_logging(**_: Any) -> None:
     logs.configure()
+
+
+@signals.task_prerun.connect
+def _current_task(task_id: str | None = None, **_: Any) -> None:
+    CURRENT_TASK.set(task_id)  # every task, so a thread never carries its previous task's id

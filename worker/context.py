@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import redis
+import structlog
 
 from worker import metrics
 from worker.clean.memory import SiteMemory
@@ -25,8 +26,10 @@ from worker.download.robots import Robots
 from worker.net.fetch import Clients, FetchResult, Kind, fetch
 from worker.net.politeness import Politeness
 from worker.poll.schedule import Schedule
-from worker.publish.deadletter import DeadLetters
+from worker.publish.deadletter import CURRENT_TASK, DeadLetters
 from worker.publish.writer import Publisher
+
+log = structlog.get_logger("worker.context")
 
 
 @dataclass
@@ -99,7 +102,11 @@ class Context:
 
     def dead_letter(self, *, stage: str, reason: str, url: str, error: str, payload: dict[str, Any],
                     run_id: str | None) -> None:
-        """A feed or page that failed for good: a record on the dead-letter stream, counted."""
-        self.dead.record(stage=stage, reason=reason, url=url, error=error, payload=payload)
+        """A feed or page that failed for good: a record on the dead-letter stream, counted; once per task (the
+        Celery task running this, if any), however often it is delivered."""
+        if not self.dead.record(stage=stage, reason=reason, url=url, error=error, payload=payload,
+                                task_id=CURRENT_TASK.get()):
+            log.info("dead_letter_recorded_before", stage=stage, reason=reason)
+            return
         metrics.DEAD_LETTERS.labels(reason=reason).inc()
         runs.count(self.r, f"dead_letters:{reason}", run_id=run_id)

@@ -243,9 +243,10 @@ def fan_out(c: Context, jobs: list[PageJob], run_id: str | None) -> None:
     jobs = [job.model_copy(update={"reserved_at": turn.at}) if turn.at else job
             for job, turn in zip(jobs, turns, strict=True)]
     task_ids = [str(uuid.uuid4()) for _ in jobs]
-    ledger.open_pages(c.r, jobs, task_ids, _grace(c))
+    waits = [turn.wait for turn in turns]
+    ledger.open_pages(c.r, jobs, task_ids, _grace(c), waits)
     runs.open_articles(c.r, run_id, jobs)
-    send_all(fetch_article, [(job.encode(),) for job in jobs], "fetch", task_ids, [turn.wait for turn in turns])
+    send_all(fetch_article, [(job.encode(),) for job in jobs], "fetch", task_ids, waits)
 
 
 def _grace(c: Context) -> float:

@@ -4,6 +4,8 @@ they were sent under)."""
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from worker.core import ledger, runs
@@ -49,3 +51,10 @@ def test_a_page_put_off_is_not_taken_for_lost(redis_client: redis.Redis) -> None
     ledger.open_pages(redis_client, [a], ["t"], grace=1)
     ledger.alive(redis_client, a, 3600)  # put off for its host's turn
     assert ledger.overdue(redis_client, grace=60) == []
+
+
+def test_a_page_sent_at_its_hosts_turn_is_not_lost_before_it(redis_client: redis.Redis) -> None:
+    now, later = page("f" * 16), page("0" * 16)
+    ledger.open_pages(redis_client, [now, later], ["t1", "t2"], grace=0, delays=[0.0, 3600.0])
+    time.sleep(0.01)
+    assert [task for _, task in ledger.overdue(redis_client, grace=60)] == ["t1"]

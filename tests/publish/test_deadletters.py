@@ -61,3 +61,31 @@ def test_a_poll_letter_of_a_feed_no_longer_scheduled_is_kept(redis_client: redis
             in out.stderr)
     assert [d.entry_id for d in letters.list()] == [entry]
     assert redis_client.zscore("ingest:feeds:due", "0123456789abcdef") is None
+
+
+def test_a_task_delivered_twice_leaves_one_letter(redis_client: redis.Redis) -> None:
+    """A task killed after recording its letter but before its ack is delivered again, and the sweep may send a
+    slow page's task a second time: either way the same task id, and one letter (counted once in the run)."""
+    from worker.app import _current_task
+    from worker.context import Context
+    from worker.core import runs
+    from worker.publish.deadletter import CURRENT_TASK
+
+    ctx = Context(redis_client)
+
+    def fail(task_id: str | None) -> None:
+        _current_task(task_id=task_id)  # what Celery's task_prerun does at each delivery
+        ctx.dead_letter(stage="fetch", reason="http_4xx", url="http://gone.example/a", error="HTTP 404",
+                        payload={}, run_id="run-1")
+
+    try:
+        fail("task-1")
+        fail("task-1")
+        assert len(DeadLetters(redis_client).list()) == 1
+        assert runs.totals(redis_client, "run-1").get("dead_letters:http_4xx") == 1
+        fail("task-2")  # another task for the same page (a replay) is another letter
+        fail(None)  # outside a task (the CLI): nothing to tell deliveries apart, every call is a letter
+        fail(None)
+        assert len(DeadLetters(redis_client).list()) == 4
+    finally:
+        CURRENT_TASK.set(None)

@@ -36,14 +36,16 @@ def member(job: PageJob) -> str:
     return f"{job.feed.id}:{job.article_id}"
 
 
-def open_pages(r: redis.Redis, jobs: Sequence[PageJob], task_ids: Sequence[str], grace: float) -> None:
-    """Write the pages down before their messages go out. The copy kept here leaves out ``other_titles`` (a
-    cleaning hint, the bulk of a job): a page sent again only cleans with a little less help."""
+def open_pages(r: redis.Redis, jobs: Sequence[PageJob], task_ids: Sequence[str], grace: float,
+               delays: Sequence[float] | None = None) -> None:
+    """Write the pages down before their messages go out (each after its ``delays`` seconds, if any: a page sent
+    at its host's turn is not lost before then). The copy kept here leaves out ``other_titles`` (a cleaning
+    hint, the bulk of a job): a page sent again only cleans with a little less help."""
     if not jobs:
         return
-    deadline = time.time() + grace
+    now = time.time()
     pipe = r.pipeline(transaction=False)
-    pipe.zadd(_pending(), {member(job): deadline for job in jobs})
+    pipe.zadd(_pending(), {member(job): now + grace + (delays[i] if delays else 0.0) for i, job in enumerate(jobs)})
     pipe.hset(_jobs(), mapping={
         member(job): json.dumps({"job": job.model_copy(update={"other_titles": []}).encode(), "task_id": task_id},
                                 separators=(",", ":"))
