@@ -464,7 +464,7 @@ _server: WSGIServer | None = None
 _installed = False
 
 
-def _broker_client(app: Celery) -> redis.Redis:
+def broker_client(app: Celery) -> redis.Redis:
     """A client of the broker Redis with short timeouts, so a scrape never hangs on a sick broker."""
     url = app.conf.broker_url
     if not url or not str(url).startswith(("redis://", "rediss://", "unix://")):
@@ -575,7 +575,7 @@ def _make_on_worker_ready(app: Celery, port: int | None) -> Callable[..., None]:
         prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
         try:
             _server = start_http_server(
-                chosen, redis_client=_broker_client(app), queues=_queue_names(app), key_prefix=prefix,
+                chosen, redis_client=broker_client(app), queues=_queue_names(app), key_prefix=prefix,
                 state_client=_state_client(),
             )
         except OSError as exc:

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import redis
 import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -55,6 +56,16 @@ M = TypeVar("M", bound=BaseModel)
 _ctx: Context | None = None
 _ctx_lock = threading.Lock()
 _feed_lists: dict[str, FeedList] = {}
+_broker_client: redis.Redis | None = None
+_BROKER_PREFIX = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
+
+
+def _broker() -> redis.Redis:
+    """The broker's Redis (the queues' lengths and ages), which may be another one than the state's."""
+    global _broker_client
+    if _broker_client is None:
+        _broker_client = metrics.broker_client(app)
+    return _broker_client
 
 
 def ctx() -> Context:
@@ -108,7 +119,8 @@ def sweep(self: Task) -> int:
     task id they had, so they re-enter their claim; a page already handed over is not downloaded again."""
     _bind(self)
     c = ctx()
-    lost = ledger.overdue(c.r, _grace(c))
+    waiting, age = metrics.queue_depths(_broker(), ["fetch"], key_prefix=_BROKER_PREFIX)["fetch"]
+    lost = ledger.overdue(c.r, _grace(c), queued_since=time.time() - age if waiting and age is not None else None)
     send_all(fetch_article, [(job.encode(),) for job, _ in lost], "fetch", [task_id for _, task_id in lost])
     if lost:
         log.warning("pages_resent", pages=len(lost))

@@ -58,3 +58,17 @@ def test_a_page_sent_at_its_hosts_turn_is_not_lost_before_it(redis_client: redis
     ledger.open_pages(redis_client, [now, later], ["t1", "t2"], grace=0, delays=[0.0, 3600.0])
     time.sleep(0.01)
     assert [task for _, task in ledger.overdue(redis_client, grace=60)] == ["t1"]
+
+
+def test_a_page_behind_a_backlog_is_not_taken_for_lost(redis_client: redis.Redis) -> None:
+    """Past its time, but fanned out after the oldest message still waiting in the fetch queue: it may be waiting
+    behind that backlog. A page fanned out before the oldest waiting message has left the queue: lost."""
+    early, late = page("1" * 16), page("2" * 16)
+    ledger.open_pages(redis_client, [early], ["t-early"], grace=0)
+    time.sleep(0.05)
+    oldest_waiting = time.time()
+    time.sleep(0.05)
+    ledger.open_pages(redis_client, [late], ["t-late"], grace=0)
+    time.sleep(0.01)
+    assert [t for _, t in ledger.overdue(redis_client, grace=0, queued_since=oldest_waiting)] == ["t-early"]
+    assert "t-late" in [t for _, t in ledger.overdue(redis_client, grace=0)]  # no backlog: lost once late

@@ -65,10 +65,18 @@ def done(r: redis.Redis, job: PageJob) -> None:
     r.hdel(_jobs(), member(job))
 
 
-def overdue(r: redis.Redis, grace: float, limit: int = SWEEP_BATCH) -> list[tuple[PageJob, str]]:
+def overdue(r: redis.Redis, grace: float, limit: int = SWEEP_BATCH, *,
+            queued_since: float | None = None) -> list[tuple[PageJob, str]]:
     """The pages past their time, with their task ids, oldest first; each is given ``grace`` more, so a sweep
-    sends it again at most once per period."""
+    sends it again at most once per period.
+
+    ``queued_since``: when the oldest message still waiting in the fetch queue was sent, if any waits. A page
+    fanned out after it may be waiting behind a backlog rather than lost, so only pages fanned out before it
+    count (a page's time is its fan-out + ``grace`` + its turn's delay, so ``time - grace`` is never before
+    its fan-out): a backlog longer than ``grace`` does not get every page in it sent twice."""
     now = time.time()
+    if queued_since is not None:
+        now = min(now, queued_since + grace)
     members = [m.decode() for m in r.zrangebyscore(_pending(), "-inf", now, start=0, num=limit)]
     if not members:
         return []
