@@ -464,6 +464,11 @@ _server: WSGIServer | None = None
 _installed = False
 
 
+def broker_key_prefix(app: Celery) -> str:
+    """kombu's ``global_keyprefix`` on the broker: the queues' lists are named with it."""
+    return str((app.conf.broker_transport_options or {}).get("global_keyprefix", ""))
+
+
 def broker_client(app: Celery) -> redis.Redis:
     """A client of the broker Redis with short timeouts, so a scrape never hangs on a sick broker."""
     url = app.conf.broker_url
@@ -572,7 +577,7 @@ def _make_on_worker_ready(app: Celery, port: int | None) -> Callable[..., None]:
         chosen = get_settings().metrics_port if port is None else port
         if chosen <= 0 or _server is not None:
             return
-        prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
+        prefix = broker_key_prefix(app)
         try:
             _server = start_http_server(
                 chosen, redis_client=broker_client(app), queues=_queue_names(app), key_prefix=prefix,

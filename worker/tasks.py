@@ -57,7 +57,6 @@ _ctx: Context | None = None
 _ctx_lock = threading.Lock()
 _feed_lists: dict[str, FeedList] = {}
 _broker_client: redis.Redis | None = None
-_BROKER_PREFIX = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
 
 
 def _broker() -> redis.Redis:
@@ -119,7 +118,7 @@ def sweep(self: Task) -> int:
     task id they had, so they re-enter their claim; a page already handed over is not downloaded again."""
     _bind(self)
     c = ctx()
-    waiting, age = metrics.queue_depths(_broker(), ["fetch"], key_prefix=_BROKER_PREFIX)["fetch"]
+    waiting, age = metrics.queue_depths(_broker(), ["fetch"], key_prefix=metrics.broker_key_prefix(app))["fetch"]
     lost = ledger.overdue(c.r, _grace(c), queued_since=time.time() - age if waiting and age is not None else None)
     send_all(fetch_article, [(job.encode(),) for job, _ in lost], "fetch", [task_id for _, task_id in lost])
     if lost:

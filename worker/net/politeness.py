@@ -86,6 +86,8 @@ class Politeness:
         self.settings = settings or get_settings()
         # a slot outlives the longest download it can cover, so only a dead holder's slot ever expires
         self.lease = lease if lease is not None else self.settings.total_timeout + LEASE_MARGIN
+        rate = self.settings.host_rate
+        self.interval = 1.0 / rate if rate > 0 else 0.0  # seconds between two requests to a host (0: no rate)
         self._acquire = r.register_script(lua("worker.net", "acquire"))
         self._release = r.register_script(lua("worker.net", "release"))
         self._pause = r.register_script(lua("worker.net", "pause"))
@@ -96,10 +98,9 @@ class Politeness:
         come back after the wait with that reservation to be served ahead of newcomers."""
         s = self.settings
         token = uuid.uuid4().hex
-        interval = 1.0 / s.host_rate if s.host_rate > 0 else 0.0
         granted, wait, turn = self._acquire(
             keys=_keys(host),
-            args=[token, s.host_concurrency, interval, self.lease, reserved_at, DEFAULT_LATENCY, MAX_RESERVE])
+            args=[token, s.host_concurrency, self.interval, self.lease, reserved_at, DEFAULT_LATENCY, MAX_RESERVE])
         if int(granted) == 1:
             return token, 0.0, 0.0
         return None, max(float(wait), 0.001), float(turn)
@@ -117,12 +118,10 @@ class Politeness:
         out = [NO_TURN] * len(urls)
         if not by_host:
             return out
-        s = self.settings
-        interval = 1.0 / s.host_rate if s.host_rate > 0 else 0.0
         trip = one_trip(self.r)
         for host, indexes in by_host.items():
-            self._reserve(keys=_keys(host), args=[len(indexes), s.host_concurrency, interval, self.lease,
-                                                  DEFAULT_LATENCY, MAX_RESERVE], client=trip)
+            self._reserve(keys=_keys(host), client=trip, args=[
+                len(indexes), self.settings.host_concurrency, self.interval, self.lease, DEFAULT_LATENCY, MAX_RESERVE])
         for indexes, answer in zip(by_host.values(), trip.execute(), strict=True):
             now = float(answer[0])
             for i, offset in zip(indexes, answer[1:], strict=True):
